@@ -1,0 +1,305 @@
+"""The only module that imports pycurl: handle setup, the CurlMulti loop, getinfo, outcomes.
+
+A `Transfer` is one in-flight slot: a reusable easy handle (so its connection is kept alive)
+plus the marks of the request it is performing. Write-callback marks are taken with
+`time.monotonic_ns()` and anchored at the moment the handle is added to the multi, so they
+share one µs axis with libcurl's cumulative ``*_TIME_T`` marks (DESIGN.md, "Clocks and marks").
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+from collections.abc import Callable
+from io import BytesIO
+from time import monotonic_ns
+
+import pycurl
+
+from netbench.outcomes import Outcome
+from netbench.spec import RunSpec
+from netbench.sse import EventKind, SSEParser, interpret
+from netbench.workloads import Request
+
+# POSTTRANSFER exists from libcurl 8.10 on; before that, send is folded into wait.
+_HAS_POSTTRANSFER = hasattr(pycurl, "POSTTRANSFER_TIME_T") and pycurl.version_info()[2] >= 0x080A00
+_MARK_INFOS = (
+    pycurl.QUEUE_TIME_T if hasattr(pycurl, "QUEUE_TIME_T") else None,
+    pycurl.NAMELOOKUP_TIME_T,
+    pycurl.CONNECT_TIME_T,
+    pycurl.APPCONNECT_TIME_T,
+    pycurl.PRETRANSFER_TIME_T,
+    pycurl.POSTTRANSFER_TIME_T if _HAS_POSTTRANSFER else None,
+    pycurl.STARTTRANSFER_TIME_T,
+    pycurl.TOTAL_TIME_T,
+)
+
+_CURL_OUTCOMES: dict[int, Outcome] = {
+    6: Outcome.DNS,  # COULDNT_RESOLVE_HOST
+    5: Outcome.DNS,  # COULDNT_RESOLVE_PROXY
+    7: Outcome.REFUSED,  # COULDNT_CONNECT
+    28: Outcome.TIMEOUT,  # OPERATION_TIMEDOUT
+    35: Outcome.TLS,  # SSL_CONNECT_ERROR
+    58: Outcome.TLS,  # SSL_CERTPROBLEM
+    59: Outcome.TLS,  # SSL_CIPHER
+    60: Outcome.TLS,  # PEER_FAILED_VERIFICATION
+    77: Outcome.TLS,  # SSL_CACERT_BADFILE
+    83: Outcome.TLS,  # SSL_ISSUER_ERROR
+    90: Outcome.TLS,  # SSL_PINNEDPUBKEYNOTMATCH
+    91: Outcome.TLS,  # SSL_INVALIDCERTSTATUS
+    16: Outcome.RESET,  # HTTP2 framing layer
+    18: Outcome.RESET,  # PARTIAL_FILE: closed before the whole body (truncated chunks)
+    52: Outcome.RESET,  # GOT_NOTHING
+    55: Outcome.RESET,  # SEND_ERROR
+    56: Outcome.RESET,  # RECV_ERROR (RST)
+    92: Outcome.RESET,  # HTTP2_STREAM
+    8: Outcome.MALFORMED,  # WEIRD_SERVER_REPLY
+    61: Outcome.MALFORMED,  # BAD_CONTENT_ENCODING
+}
+
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then u32s; tcpi_rtt is the 16th u32
+
+
+def curl_version() -> str:
+    return pycurl.version
+
+
+def outcome_of(curl_error: int, http_status: int, stream_ok: bool) -> Outcome:
+    """Classify a finished request (curl's error first, then HTTP status, then the stream)."""
+    if curl_error:
+        return _CURL_OUTCOMES.get(curl_error, Outcome.OTHER)
+    if http_status >= 500:
+        return Outcome.HTTP_5XX
+    if http_status >= 400:
+        return Outcome.HTTP_4XX
+    return Outcome.OK if stream_ok else Outcome.MALFORMED
+
+
+def _default_cafile() -> str | None:
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile
+
+
+def configure(handle: pycurl.Curl, spec: RunSpec, request: Request) -> None:
+    """Options shared by every handle of a run."""
+    handle.setopt(pycurl.URL, request.url)
+    handle.setopt(pycurl.NOSIGNAL, 1)  # signals and threaded resolvers do not mix
+    handle.setopt(pycurl.TCP_NODELAY, 1)
+    handle.setopt(pycurl.HTTPHEADER, list(request.headers))
+    handle.setopt(pycurl.TIMEOUT_MS, int(spec.timeout_s * 1000))
+    handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(min(spec.timeout_s, 30.0) * 1000))
+    handle.setopt(pycurl.FOLLOWLOCATION, 1 if spec.follow_redirects else 0)
+    handle.setopt(pycurl.UNRESTRICTED_AUTH, 0)  # never send credentials to another host
+    handle.setopt(pycurl.MAXREDIRS, 10)
+    if request.body is not None:
+        handle.setopt(pycurl.POST, 1)
+        handle.setopt(pycurl.POSTFIELDS, request.body)
+    else:
+        handle.setopt(pycurl.HTTPGET, 1)
+    if spec.insecure:
+        handle.setopt(pycurl.SSL_VERIFYPEER, 0)
+        handle.setopt(pycurl.SSL_VERIFYHOST, 0)
+    else:
+        cafile = spec.cacert or _default_cafile()
+        if cafile:
+            handle.setopt(pycurl.CAINFO, cafile)
+    handle.setopt(
+        pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_0 if spec.http2 else pycurl.CURL_HTTP_VERSION_1_1
+    )
+
+
+def _tcp_rtt_us(handle: pycurl.Curl) -> int:
+    """The kernel's smoothed RTT of the transfer's socket, or -1 where the platform has none."""
+    if _TCP_INFO is None:
+        return -1
+    try:
+        fd = handle.getinfo(pycurl.ACTIVESOCKET)
+        if fd < 0:
+            return -1
+        # fromfd duplicates the descriptor, so closing ours leaves libcurl's intact.
+        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_RTT_OFFSET + 4)
+        return struct.unpack_from("I", info, _TCPI_RTT_OFFSET)[0]
+    except (OSError, pycurl.error):
+        return -1
+
+
+class Transfer:
+    """One reusable in-flight slot and the marks of its current request."""
+
+    __slots__ = (
+        "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "first_byte_ns",
+        "first_event_ns", "first_token_ns", "last_token_ns", "done_ns", "tokens", "usage_tokens",
+        "malformed", "itl_us", "token_lag_us", "measured",
+    )  # fmt: skip
+
+    def __init__(self, spec: RunSpec, request: Request) -> None:
+        self.handle = pycurl.Curl()
+        configure(self.handle, spec, request)
+        self.streaming = request.streaming
+        self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
+        self.parser = SSEParser()
+        self.itl_us: list[int] = []
+        self.token_lag_us: list[int] = []
+        self.begin(0, 0, measured=False)
+
+    def begin(self, intended_start_us: int, start_us: int, measured: bool) -> None:
+        self.intended_start_us = intended_start_us
+        self.start_us = start_us
+        self.measured = measured
+        self.first_byte_ns = self.first_event_ns = self.first_token_ns = -1
+        self.last_token_ns = self.done_ns = -1
+        self.tokens = 0
+        self.usage_tokens = -1
+        self.malformed = False
+        if self.streaming:
+            self.parser = SSEParser()
+            self.itl_us = []
+            self.token_lag_us = []
+        self.anchor_ns = monotonic_ns()
+
+    # The write callbacks run for every body chunk: keep them small.
+    def _on_body(self, chunk: bytes) -> None:
+        if self.first_byte_ns < 0:
+            self.first_byte_ns = monotonic_ns()
+
+    def _on_stream(self, chunk: bytes) -> None:
+        now_ns = monotonic_ns()
+        if self.first_byte_ns < 0:
+            self.first_byte_ns = now_ns
+        for data in self.parser.feed(chunk):
+            event = interpret(data)
+            if self.first_event_ns < 0:
+                self.first_event_ns = now_ns
+            kind = event.kind
+            if kind is EventKind.TOKEN:
+                if self.first_token_ns < 0:
+                    self.first_token_ns = now_ns
+                else:
+                    self.itl_us.append((now_ns - self.last_token_ns) // 1000)
+                self.last_token_ns = now_ns
+                self.tokens += 1
+            elif kind is EventKind.DONE:
+                self.done_ns = now_ns
+            elif kind is EventKind.MALFORMED:
+                self.malformed = True
+            if event.usage_completion_tokens >= 0:
+                self.usage_tokens = event.usage_completion_tokens
+            if event.sent_ns >= 0:
+                self.token_lag_us.append((now_ns - event.sent_ns) // 1000)
+
+    def _mark_us(self, ns: int) -> int:
+        return (ns - self.anchor_ns) // 1000 if ns >= 0 else -1
+
+    def finish(self, curl_error: int, worker: int) -> tuple:
+        """The request's record, as a tuple in `phases.RECORD_DTYPE` order."""
+        info = self.handle.getinfo
+        status = info(pycurl.RESPONSE_CODE)
+        new_connection = info(pycurl.NUM_CONNECTS) > 0
+        marks = [info(m) if m is not None else -1 for m in _MARK_INFOS]
+        stream_ok = not self.streaming or (not self.malformed and self.done_ns >= 0)
+        outcome = outcome_of(curl_error, status, stream_ok)
+        tcp_rtt = -1 if new_connection or outcome is not Outcome.OK else _tcp_rtt_us(self.handle)
+        return (
+            self.intended_start_us,
+            self.start_us,
+            *marks,
+            self._mark_us(self.first_byte_ns),
+            self._mark_us(self.first_event_ns),
+            self._mark_us(self.first_token_ns),
+            self._mark_us(self.last_token_ns),
+            self._mark_us(self.done_ns),
+            tcp_rtt,
+            self.tokens,
+            self.usage_tokens,
+            status,
+            curl_error,
+            int(outcome),
+            new_connection,
+            worker,
+        )
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class MultiDriver:
+    """One CurlMulti driving a fixed set of slots; the caller decides when a slot starts."""
+
+    def __init__(self, spec: RunSpec, request: Request, slots: int) -> None:
+        self.multi = pycurl.CurlMulti()
+        self.multi.setopt(pycurl.M_MAXCONNECTS, max(slots, 1))
+        self.transfers = [Transfer(spec, request) for _ in range(slots)]
+        self.idle = list(self.transfers)
+        self._by_handle = {t.handle: t for t in self.transfers}
+
+    @property
+    def active(self) -> int:
+        return len(self.transfers) - len(self.idle)
+
+    def start(self, intended_start_us: int, start_us: int, measured: bool) -> None:
+        transfer = self.idle.pop()
+        transfer.begin(intended_start_us, start_us, measured)
+        self.multi.add_handle(transfer.handle)
+
+    def step(self, timeout_s: float, on_done: Callable[[Transfer, int], None]) -> int:
+        """Drive transfers; wait at most timeout_s for activity. Returns how many finished."""
+        finished = self._perform(on_done)
+        if finished:
+            return finished
+        curl_timeout_ms = self.multi.timeout()
+        if curl_timeout_ms >= 0:
+            timeout_s = min(timeout_s, curl_timeout_ms / 1000)
+        if timeout_s > 0:
+            self.multi.select(timeout_s)
+        return self._perform(on_done)
+
+    def _perform(self, on_done: Callable[[Transfer, int], None]) -> int:
+        while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        finished = 0
+        while True:
+            queued, ok_handles, failed = self.multi.info_read()
+            for handle in ok_handles:
+                self._complete(handle, 0, on_done)
+            for handle, curl_error, _message in failed:
+                self._complete(handle, curl_error, on_done)
+            finished += len(ok_handles) + len(failed)
+            if not queued:
+                return finished
+
+    def _complete(self, handle: pycurl.Curl, curl_error: int, on_done: Callable[[Transfer, int], None]) -> None:
+        transfer = self._by_handle[handle]
+        on_done(transfer, curl_error)  # before remove_handle: the socket is still the transfer's (TCP_INFO)
+        self.multi.remove_handle(handle)
+        self.idle.append(transfer)
+
+    def abort_all(self) -> None:
+        """Stop every in-flight transfer without recording it (interrupted runs)."""
+        for transfer in self.transfers:
+            if transfer not in self.idle:
+                self.multi.remove_handle(transfer.handle)
+                self.idle.append(transfer)
+
+    def close(self) -> None:
+        self.abort_all()
+        for transfer in self.transfers:
+            transfer.close()
+        self.multi.close()
+
+
+def fetch(spec: RunSpec, request: Request) -> tuple[int, bytes, int]:
+    """One blocking request outside the measured run (probes): (http status, body, curl error)."""
+    handle = pycurl.Curl()
+    body = BytesIO()
+    try:
+        configure(handle, spec, request)
+        handle.setopt(pycurl.WRITEDATA, body)
+        handle.perform()
+        return handle.getinfo(pycurl.RESPONSE_CODE), body.getvalue(), 0
+    except pycurl.error as error:
+        return 0, body.getvalue(), error.args[0]
+    finally:
+        handle.close()

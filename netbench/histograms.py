@@ -1,0 +1,99 @@
+"""Per-phase HDR histograms with shared bounds: bulk recording, encode/merge, overflow counts.
+
+Recording is separate from querying (as in HdrHistogram itself): workers call
+`record_many` with numpy arrays of µs durations; the parent decodes and adds; reports ask
+`stats`. Values above the shared upper bound are counted as overflow, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from netbench.phases import PHASE_NAMES
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (50.0, 95.0, 99.0)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+@dataclass(frozen=True)
+class PhaseStats:
+    """What a report shows of one phase, in µs."""
+
+    count: int
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    max_us: int
+    min_us: int
+    mean_us: float
+
+
+class PhaseHistograms:
+    """One histogram per phase name, plus the count of values too large to record."""
+
+    def __init__(self) -> None:
+        self.histograms: dict[str, HdrHistogram] = {name: new_histogram() for name in PHASE_NAMES}
+        self.overflow: dict[str, int] = dict.fromkeys(PHASE_NAMES, 0)
+
+    def record_many(self, name: str, values_us: np.ndarray) -> None:
+        """Record every value >= 0 (negative means 'does not apply')."""
+        values = values_us[values_us >= 0]
+        if values.size == 0:
+            return
+        too_large = values > HIGHEST_US
+        if too_large.any():
+            self.overflow[name] += int(np.count_nonzero(too_large))
+            values = values[~too_large]
+        # record_value is pure Python: one call per distinct value, not per sample.
+        distinct, counts = np.unique(values, return_counts=True)
+        histogram = self.histograms[name]
+        for value, count in zip(distinct.tolist(), counts.tolist()):
+            if not histogram.record_value(value, count):
+                self.overflow[name] += count
+
+    def encode(self) -> dict[str, object]:
+        """A picklable, JSON-able form: hdrh's compressed base64 strings."""
+        return {
+            "histograms": {n: h.encode().decode("ascii") for n, h in self.histograms.items() if h.total_count},
+            "overflow": {n: c for n, c in self.overflow.items() if c},
+        }
+
+    def add_encoded(self, encoded: dict[str, object]) -> None:
+        """Merge another set's `encode()` output into this one (lossless)."""
+        for name, text in encoded.get("histograms", {}).items():  # type: ignore[union-attr]
+            if name in self.histograms:
+                self.histograms[name].decode_and_add(text)
+        for name, count in encoded.get("overflow", {}).items():  # type: ignore[union-attr]
+            self.overflow[name] = self.overflow.get(name, 0) + int(count)
+
+    @classmethod
+    def decode(cls, encoded: dict[str, object]) -> PhaseHistograms:
+        merged = cls()
+        merged.add_encoded(encoded)
+        return merged
+
+    def stats(self, name: str) -> PhaseStats | None:
+        """Percentiles of one phase; None when it has no value (the phase does not apply)."""
+        histogram = self.histograms[name]
+        count = histogram.total_count
+        if count == 0:
+            return None
+        p50, p95, p99 = (histogram.get_value_at_percentile(q) for q in PERCENTILES)
+        return PhaseStats(
+            count=count,
+            p50_us=p50,
+            p95_us=p95,
+            p99_us=p99,
+            max_us=histogram.get_max_value(),
+            min_us=histogram.get_min_value(),
+            mean_us=histogram.get_mean_value(),
+        )

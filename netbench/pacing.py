@@ -1,0 +1,91 @@
+"""When requests start: closed-loop slots and open-loop schedules of intended send times."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ClosedLoop:
+    """N requests, each started as soon as a slot is free; intended start == actual start."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+
+    def take(self, now_us: int) -> int | None:
+        if not self.remaining:
+            return None
+        self.remaining -= 1
+        return now_us
+
+    def wait_us(self, now_us: int) -> int | None:
+        """How long until the next start is due; None when nothing is left to start."""
+        return 0 if self.remaining else None
+
+
+class OpenLoop:
+    """Requests due at fixed intended times (µs from the schedule's start), whether or not
+    the server kept up: latency is then measured from the intended time."""
+
+    def __init__(self, intended_us: np.ndarray) -> None:
+        self.intended_us = intended_us.astype(np.int64).tolist()
+        self.next_index = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.intended_us) - self.next_index
+
+    def take(self, now_us: int) -> int | None:
+        if self.next_index >= len(self.intended_us):
+            return None
+        intended = self.intended_us[self.next_index]
+        if intended > now_us:
+            return None
+        self.next_index += 1
+        return intended
+
+    def wait_us(self, now_us: int) -> int | None:
+        if self.next_index >= len(self.intended_us):
+            return None
+        return max(self.intended_us[self.next_index] - now_us, 0)
+
+
+def open_loop_schedule(
+    rate_per_s: float,
+    arrival: str,
+    share: int | None,
+    duration_s: float | None,
+    worker: int,
+    workers: int,
+    seed: int,
+) -> np.ndarray:
+    """This worker's intended send times (µs) of a run-wide process at `rate_per_s`.
+
+    Poisson: each of the P workers runs an independent Poisson process at rate R/P; their
+    superposition is exactly a Poisson process at R. Constant: the run-wide grid of period
+    1/R, dealt round-robin to the workers. `share` is this worker's part of the run's n
+    (None: run for `duration_s`).
+    """
+    horizon_s = duration_s if duration_s is not None else float("inf")
+    if arrival == "constant":
+        period_s = 1.0 / rate_per_s
+        first_s = worker * period_s
+        steps = share if share is not None else max(int(np.ceil((horizon_s - first_s) / (period_s * workers))), 0)
+        times_s = first_s + np.arange(steps) * period_s * workers
+    else:
+        rng = np.random.default_rng([seed, worker])
+        worker_rate = rate_per_s / workers
+        if share is not None:
+            times_s = np.cumsum(rng.exponential(1.0 / worker_rate, size=share))
+        else:
+            expected = int(horizon_s * worker_rate)
+            gaps = rng.exponential(1.0 / worker_rate, size=expected + 10 * int(np.sqrt(expected) + 10))
+            times_s = np.cumsum(gaps)
+    if duration_s is not None:
+        times_s = times_s[times_s < duration_s]
+    return np.round(times_s * 1e6).astype(np.int64)
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """total split into `parts` integers that differ by at most one and sum to total."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]

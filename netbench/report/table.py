@@ -1,0 +1,67 @@
+"""The terminal breakdown table: phases as rows, count / p50 / p95 / p99 / max (ms) as columns."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from netbench.phases import PHASE_BY_NAME, PHASES, Phase
+from netbench.report.units import ms
+from netbench.results import RunResult
+from netbench.summary import applies
+
+#: rows that split the latency into network and server parts, shown under a rule
+SPLIT_PHASES = ("rtt", "network", "server", "ttft_after_headers")
+
+
+def breakdown_table(result: RunResult) -> Table:
+    spec = result.spec
+    load = f"rate {spec.rate:g}/s ({spec.arrival})" if spec.open_loop else f"concurrency {spec.concurrency}"
+    title = f"{spec.mode} · {result.context.get('url', spec.url)} · {load} · n {result.requests}"
+    if result.interrupted:
+        title += " · INTERRUPTED"
+    table = Table(title=title, title_justify="left")
+    table.add_column("phase")
+    for column in ("count", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    for phase in PHASES:
+        if phase.name not in SPLIT_PHASES:
+            _add_row(table, result, phase)
+    table.add_section()
+    for name in SPLIT_PHASES:
+        _add_row(table, result, PHASE_BY_NAME[name])
+    return table
+
+
+def _add_row(table: Table, result: RunResult, phase: Phase) -> None:
+    stats = result.stats(phase.name) if applies(phase, result) else None
+    label = f"{phase.name} ({phase.label})"
+    if stats is None:
+        table.add_row(label, "-", "n/a", "n/a", "n/a", "n/a", style="dim")
+        return
+    table.add_row(label, str(stats.count), ms(stats.p50_us), ms(stats.p95_us), ms(stats.p99_us), ms(stats.max_us))
+
+
+def footer_lines(result: RunResult) -> list[str]:
+    counters = result.counters
+    failures = ", ".join(f"{k} {v}" for k, v in result.failures.items()) or "none"
+    lines = [
+        f"requests: {result.ok} ok, {result.failed} failed ({failures})",
+        f"connections: {counters.get('connections_new', 0)} new, {counters.get('connections_reused', 0)} reused",
+        f"achieved: {result.achieved_rps:.1f} requests/s over {result.elapsed_s:.3f} s",
+    ]
+    if result.tokens_per_request is not None:
+        lines.append(f"tokens per request: {result.tokens_per_request:.1f}")
+    if result.requests and result.ok == 0:
+        lines.append("every request failed: the target did not serve this run")
+    if counters.get("clamped_marks"):
+        lines.append(f"clamped: {counters['clamped_marks']} requests had libcurl marks out of order (CPU starvation)")
+    lines += [f"note: {note}" for note in result.notes]
+    return lines
+
+
+def print_report(result: RunResult, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(breakdown_table(result))
+    for line in footer_lines(result):
+        console.print(line, highlight=False, markup=False)

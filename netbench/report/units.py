@@ -1,0 +1,15 @@
+"""How durations are written for people: µs in, milliseconds out."""
+
+from __future__ import annotations
+
+
+def ms(value_us: float | None, na: str = "n/a") -> str:
+    """µs -> a millisecond string with precision that fits its size."""
+    if value_us is None:
+        return na
+    value_ms = value_us / 1000
+    if value_ms < 1:
+        return f"{value_ms:.3f}"
+    if value_ms < 100:
+        return f"{value_ms:.2f}"
+    return f"{value_ms:.1f}"

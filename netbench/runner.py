@@ -1,0 +1,226 @@
+"""Start and stop workers, handle signals and progress, merge what they return into a `RunResult`."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from queue import Empty
+
+import numpy as np
+
+from netbench.curl import curl_version, fetch
+from netbench.histograms import PhaseHistograms
+from netbench.pacing import split_evenly
+from netbench.phases import RECORD_DTYPE
+from netbench.results import RunResult, WorkerInfo
+from netbench.spec import RunSpec
+from netbench.worker import WorkerResult, WorkerTask, run_worker
+from netbench.workloads import HEALTH_PATH, MODELS_PATH, Request, build_request
+
+ProgressCallback = Callable[[int, int], None]  # (completed, total or 0 when unknown)
+
+#: seconds a worker may take to start and warm up before the run is abandoned
+_READY_DEADLINE_S = 300.0
+_CLIENT_CPU_BOUND_PERCENT = 90.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A spec with its model resolved, the request to send, and what the probes found."""
+
+    spec: RunSpec
+    request: Request
+    notes: tuple[str, ...]
+
+
+def prepare(spec: RunSpec) -> Target:
+    """Resolve what the run sends: the default model, /health's fallback. Failures here are
+    not fatal: a target that refuses everything is reported by the run itself."""
+    notes: list[str] = []
+    path = None
+    if spec.mode == "health":
+        status, _, curl_error = fetch(spec, build_request(spec, HEALTH_PATH))
+        if status == 404:
+            path = MODELS_PATH
+            notes.append("the server has no /health (HTTP 404): measuring GET /v1/models instead")
+    if spec.streaming and not spec.model:
+        status, body, curl_error = fetch(spec, build_request(spec.replace(mode="models")))
+        model = _first_model_id(body) if status == 200 else None
+        if model:
+            spec = spec.replace(model=model)
+        else:
+            notes.append(f"could not list models (HTTP {status}, curl error {curl_error}); pass --model")
+    return Target(spec, build_request(spec, path), tuple(notes))
+
+
+def _first_model_id(body: bytes) -> str | None:
+    try:
+        models = json.loads(body)["data"]
+        return str(models[0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def plan(spec: RunSpec, request: Request, cores: int | None = None) -> list[WorkerTask]:
+    """P = min(in-flight, cores) workers; in-flight slots, n and warm-up split exactly."""
+    workers = spec.workers or max(1, min(spec.in_flight, cores or os.cpu_count() or 1))
+    workers = min(workers, spec.in_flight)
+    slots = split_evenly(spec.in_flight, workers)
+    counts = split_evenly(spec.n, workers)
+    warmups = split_evenly(spec.warmup, workers)
+    return [WorkerTask(spec, request, i, workers, slots[i], counts[i], warmups[i]) for i in range(workers)]
+
+
+class _LocalControl:
+    """Shared-memory control of local worker processes (see worker.WorkerControl)."""
+
+    def __init__(self, ctx: mp.context.SpawnContext, workers: int) -> None:
+        self.stop = ctx.Event()
+        self.progress = ctx.Array("q", workers, lock=False)
+        self.ready = ctx.Array("b", workers, lock=False)
+        self.start_at = ctx.Value("d", 0.0, lock=False)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def report_progress(self, worker: int, completed: int) -> None:
+        self.progress[worker] = completed
+
+    def wait_for_start(self, worker: int) -> float:
+        self.ready[worker] = 1
+        while self.start_at.value == 0.0 and not self.stop.is_set():
+            time.sleep(0.001)
+        return self.start_at.value
+
+
+def _process_main(task: WorkerTask, control: _LocalControl, results: mp.Queue) -> None:
+    # Ctrl-C reaches the whole process group: the parent alone decides, through control.stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    results.put(run_worker(task, control))
+
+
+@contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM stop the run instead of killing it; yields the signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> tuple[list[WorkerResult], list[str], bool]:
+    """Run tasks in spawned processes. Returns (results, problems, interrupted)."""
+    ctx = mp.get_context("spawn")
+    control = _LocalControl(ctx, len(tasks))
+    queue: mp.Queue = ctx.Queue()
+    processes = [ctx.Process(target=_process_main, args=(t, control, queue), daemon=True) for t in tasks]
+    total = sum(t.count for t in tasks) if not tasks[0].spec.duration_s else 0
+    results: dict[int, WorkerResult] = {}
+    problems: list[str] = []
+    with _stop_on_signals(control.stop.set) as received:
+        for process in processes:
+            process.start()
+        ready_deadline = time.monotonic() + _READY_DEADLINE_S
+        exited_at: dict[int, float] = {}
+        while any(_pending(i, results, exited_at) for i in range(len(processes))):
+            try:
+                result = queue.get(timeout=0.1)
+                results[result.index] = result
+            except Empty:
+                pass
+            if control.start_at.value == 0.0:
+                alive_ready = all(control.ready[i] or not p.is_alive() for i, p in enumerate(processes))
+                if alive_ready:
+                    control.start_at.value = time.time() + 0.01
+                elif time.monotonic() > ready_deadline:
+                    problems.append(f"workers did not become ready within {_READY_DEADLINE_S:.0f} s")
+                    control.stop.set()
+            for i, process in enumerate(processes):
+                if i not in results and i not in exited_at and process.exitcode is not None:
+                    exited_at[i] = time.monotonic()
+            if on_progress is not None:
+                on_progress(sum(control.progress), total)
+        for i, process in enumerate(processes):
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            if i not in results:
+                problems.append(f"worker {i} (pid {process.pid}) died with exit code {process.exitcode}")
+    return [results[i] for i in sorted(results)], problems, bool(received)
+
+
+def _pending(index: int, results: dict[int, WorkerResult], exited_at: dict[int, float]) -> bool:
+    """Still waiting for this worker? One that exited may have its result in the queue's
+    pipe yet: it gets a second to deliver it."""
+    if index in results:
+        return False
+    return index not in exited_at or time.monotonic() - exited_at[index] < 1.0
+
+
+def run(spec: RunSpec, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Measure one run: probe the target, run the workers, merge their results."""
+    target = prepare(spec)
+    tasks = plan(target.spec, target.request)
+    started_at_s = time.time()
+    if spec.backend == "ray":
+        from netbench.ray_backend import run_ray
+
+        worker_results, problems, interrupted = run_ray(tasks, spec.ray_address)
+    else:
+        worker_results, problems, interrupted = run_local(tasks, on_progress)
+    result = merge_workers(target.spec, worker_results, started_at_s)
+    result.interrupted = interrupted or any(w.interrupted for w in worker_results)
+    result.notes = list(target.notes) + problems + [f"worker {w.index}: {w.error}" for w in worker_results if w.error]
+    result.context = {"url": target.request.url, "method": target.request.method, "libcurl": curl_version()}
+    result.notes += client_bound_notes(result)
+    return result
+
+
+def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_s: float) -> RunResult:
+    histograms = PhaseHistograms()
+    counters: Counter[str] = Counter()
+    for w in worker_results:
+        histograms.add_encoded(w.histograms)
+        counters.update(w.counters)
+    records = [w.records for w in worker_results if len(w.records)]
+    infos = [
+        WorkerInfo(w.index, w.host, w.pid, w.counters.get("requests", 0), w.started_at_s, w.elapsed_s, w.cpu_s, w.error)
+        for w in worker_results
+    ]
+    return RunResult(
+        spec=spec,
+        histograms=histograms,
+        counters=counters,
+        records=np.concatenate(records) if records else np.zeros(0, dtype=RECORD_DTYPE),
+        workers=infos,
+        started_at_s=min((w.started_at_s for w in worker_results if w.started_at_s), default=started_at_s),
+        elapsed_s=max((w.elapsed_s for w in worker_results), default=0.0),
+    )
+
+
+def client_bound_notes(result: RunResult) -> list[str]:
+    """Say so when the client, not the server, may have limited the run."""
+    notes = []
+    for w in result.workers:
+        if w.cpu_percent > _CLIENT_CPU_BOUND_PERCENT:
+            notes.append(
+                f"client-bound: worker {w.index} on {w.host} used {w.cpu_percent:.0f} % of a CPU; "
+                "latencies include client queueing"
+            )
+    return notes

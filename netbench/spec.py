@@ -1,0 +1,158 @@
+"""`RunSpec`: what one run measures, frozen, picklable, and validated in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+MODES = ("health", "models", "completions", "chat", "get")
+STREAMING_MODES = ("completions", "chat")
+ARRIVALS = ("poisson", "constant")
+BACKENDS = ("local", "ray")
+
+
+class SpecError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    url: str
+    mode: str = "health"
+    concurrency: int = 1
+    n: int = 32
+    warmup: int = 0
+    max_tokens: int = 16
+    prompt: str = "Say hello in one short sentence."
+    model: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    # open loop (None: closed loop)
+    rate: float | None = None
+    arrival: str = "poisson"
+    duration_s: float | None = None
+    max_concurrency: int | None = None
+    seed: int = 0
+    # transport
+    insecure: bool = False
+    cacert: str | None = None
+    http2: bool = False
+    follow_redirects: bool = False
+    # execution
+    workers: int | None = None
+    max_records: int = 100_000
+    backend: str = "local"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def streaming(self) -> bool:
+        return self.mode in STREAMING_MODES
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests may be in flight at once."""
+        if self.open_loop:
+            return self.max_concurrency or max(self.concurrency, 256)
+        return self.concurrency
+
+    def replace(self, **changes: object) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, object]:
+        """The spec as written to files and reports: secrets removed."""
+        out = dataclasses.asdict(self)
+        out.pop("api_key")
+        out["headers"] = [[k, "<redacted>" if _is_secret_header(k) else v] for k, v in self.headers]
+        return out
+
+    @classmethod
+    def from_public_dict(cls, data: dict[str, object]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["headers"] = tuple(tuple(h) for h in kwargs.get("headers", ()))  # type: ignore[union-attr]
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _is_secret_header(name: str) -> bool:
+    return name.lower() in ("authorization", "proxy-authorization", "x-api-key", "api-key", "cookie")
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """'Name: value' -> (name, value)."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+        raise SpecError(f"unreadable header {text!r}: expected 'Name: value'")
+    return name, value.strip()
+
+
+def parse_duration_s(text: str) -> float:
+    """'250ms', '2s', '1.5m', '300us' or a bare number of seconds -> seconds."""
+    units = (("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    raw = text.strip().lower()
+    for suffix, scale in units:
+        if raw.endswith(suffix):
+            number = raw[: -len(suffix)]
+            break
+    else:
+        number, scale = raw, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise SpecError(f"unreadable duration {text!r}: use e.g. 250ms, 2s, 1m") from None
+    if value < 0:
+        raise SpecError(f"duration {text!r} is negative")
+    return value
+
+
+def _validate(spec: RunSpec) -> None:
+    parts = urlsplit(spec.url)
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(f"--url {spec.url!r}: the scheme must be http or https")
+    try:
+        port = parts.port
+    except ValueError:
+        raise SpecError(f"--url {spec.url!r}: the port is not a number in 1-65535") from None
+    if not parts.hostname or port == 0:
+        raise SpecError(f"--url {spec.url!r}: no host")
+    if spec.mode not in MODES:
+        raise SpecError(f"--mode {spec.mode!r}: choose one of {', '.join(MODES)}")
+    for name, value, low in (
+        ("--concurrency", spec.concurrency, 1),
+        ("--n", spec.n, 1),
+        ("--warmup", spec.warmup, 0),
+        ("--max-tokens", spec.max_tokens, 1),
+        ("--max-records", spec.max_records, 0),
+    ):
+        if not isinstance(value, int) or value < low:
+            raise SpecError(f"{name} must be an integer >= {low}, got {value!r}")
+    if spec.timeout_s <= 0:
+        raise SpecError(f"--timeout must be > 0, got {spec.timeout_s}")
+    if spec.workers is not None and spec.workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {spec.workers}")
+    if spec.rate is not None and spec.rate <= 0:
+        raise SpecError(f"--rate must be > 0 requests/s, got {spec.rate}")
+    if spec.arrival not in ARRIVALS:
+        raise SpecError(f"--arrival {spec.arrival!r}: choose one of {', '.join(ARRIVALS)}")
+    if spec.duration_s is not None and (spec.duration_s <= 0 or spec.rate is None):
+        raise SpecError("--duration needs --rate and must be > 0")
+    if spec.max_concurrency is not None and spec.max_concurrency < 1:
+        raise SpecError(f"--max-concurrency must be >= 1, got {spec.max_concurrency}")
+    if spec.backend not in BACKENDS:
+        raise SpecError(f"--backend {spec.backend!r}: choose one of {', '.join(BACKENDS)}")
+    for name, value in spec.headers:
+        parse_header(f"{name}: {value}")

@@ -1,0 +1,237 @@
+"""One worker's whole job: pace its share of the run, perform it, record it, return it.
+
+`run_worker` is the same function under every backend (local processes, Ray). What it
+returns is plain picklable data: encoded histograms, counters and a bounded record array.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import monotonic_ns
+from typing import Protocol
+
+import numpy as np
+
+from netbench.curl import MultiDriver, Transfer
+from netbench.histograms import PhaseHistograms
+from netbench.outcomes import Outcome
+from netbench.pacing import ClosedLoop, OpenLoop, open_loop_schedule
+from netbench.phases import RECORD_DTYPE, derive
+from netbench.spec import RunSpec
+from netbench.workloads import Request
+
+_FLUSH_EVERY = 4096  # records per bulk histogram update: bounds memory, amortises numpy
+_CONTROL_PERIOD_NS = 20_000_000  # how often the loop looks at the stop flag and reports progress
+_ERROR_CLASS = RECORD_DTYPE.names.index("error_class")
+
+
+@dataclass(frozen=True)
+class WorkerTask:
+    spec: RunSpec  # model already resolved
+    request: Request
+    index: int
+    workers: int
+    slots: int  # requests this worker keeps in flight
+    count: int  # this worker's share of the run's n (ignored with --duration)
+    warmup: int
+    #: wall-clock time (time.time()) at which to start measuring, when no WorkerControl gives one
+    start_at_s: float = 0.0
+
+
+class WorkerControl(Protocol):
+    """What a backend offers a running worker: a stop flag, progress, a start signal."""
+
+    def should_stop(self) -> bool: ...
+
+    def report_progress(self, worker: int, completed: int) -> None: ...
+
+    def wait_for_start(self, worker: int) -> float:
+        """Block until all workers are ready; return the wall-clock start time."""
+        ...
+
+
+@dataclass
+class WorkerResult:
+    index: int
+    host: str
+    pid: int
+    histograms: dict[str, object]
+    counters: dict[str, int]
+    records: np.ndarray
+    #: wall-clock time of the first measured send, and the measured span
+    started_at_s: float = 0.0
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+    interrupted: bool = False
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Recorder:
+    """Turns finished transfers into histogram counts, counters and a bounded record sample."""
+
+    def __init__(self, worker: int, open_loop: bool, max_records: int, seed: int) -> None:
+        self.worker = worker
+        self.open_loop = open_loop
+        self.histograms = PhaseHistograms()
+        self.counters: Counter[str] = Counter()
+        self.completed = 0
+        self._batch: list[tuple] = []
+        self._itl_us: list[int] = []
+        self._token_lag_us: list[int] = []
+        self._kept = np.zeros(max_records, dtype=RECORD_DTYPE)
+        self._seen = 0
+        self._rng = np.random.default_rng([seed, worker, 7])
+
+    def on_done(self, transfer: Transfer, curl_error: int) -> None:
+        row = transfer.finish(curl_error, self.worker)
+        if not transfer.measured:
+            return
+        self.completed += 1
+        self._batch.append(row)
+        if row[_ERROR_CLASS] == Outcome.OK and transfer.streaming:
+            self._itl_us.extend(transfer.itl_us)
+            self._token_lag_us.extend(transfer.token_lag_us)
+        if len(self._batch) >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        records = np.array(self._batch, dtype=RECORD_DTYPE)
+        self._batch.clear()
+        ok = records[records["error_class"] == Outcome.OK]
+        derived = derive(ok, self.open_loop)
+        for name, values in derived.values_us.items():
+            self.histograms.record_many(name, values)
+        self.histograms.record_many("itl", np.array(self._itl_us, dtype=np.int64))
+        self.histograms.record_many("token_lag", np.array(self._token_lag_us, dtype=np.int64))
+        self._itl_us.clear()
+        self._token_lag_us.clear()
+        self._count(records, ok, derived.clamped)
+        self._keep(records)
+
+    def _count(self, records: np.ndarray, ok: np.ndarray, clamped: int) -> None:
+        c = self.counters
+        c["requests"] += len(records)
+        for outcome, count in zip(*np.unique(records["error_class"], return_counts=True)):
+            c[Outcome(int(outcome)).key] += int(count)
+        answered = records["http_status"] > 0
+        c["connections_new"] += int(np.count_nonzero(records["new_connection"]))
+        c["connections_reused"] += int(np.count_nonzero(answered & ~records["new_connection"]))
+        c["tokens"] += int(ok["tokens"].sum())
+        c["streams_with_usage"] += int(np.count_nonzero(ok["usage_completion_tokens"] >= 0))
+        c["clamped_marks"] += clamped
+        for status, count in zip(*np.unique(records["http_status"][answered], return_counts=True)):
+            c[f"status_{int(status)}"] += int(count)
+
+    def _keep(self, records: np.ndarray) -> None:
+        """Reservoir sampling (algorithm R): a uniform sample of at most max_records requests."""
+        capacity = len(self._kept)
+        if capacity == 0:
+            return
+        positions = self._seen + np.arange(len(records))
+        self._seen += len(records)
+        direct = positions < capacity
+        self._kept[positions[direct]] = records[direct]
+        rest = np.flatnonzero(~direct)
+        if rest.size:
+            slots = (self._rng.random(rest.size) * (positions[rest] + 1)).astype(np.int64)
+            chosen = slots < capacity
+            self._kept[slots[chosen]] = records[rest[chosen]]
+        if self._seen > capacity:
+            self.counters["records_sampled_out"] = self._seen - capacity
+
+    def records(self) -> np.ndarray:
+        return self._kept[: min(self._seen, len(self._kept))].copy()
+
+
+def _drive(
+    driver: MultiDriver,
+    schedule: ClosedLoop | OpenLoop,
+    on_done: Callable[[Transfer, int], None],
+    origin_ns: int,
+    measured: bool,
+    tick: Callable[[], bool],
+) -> bool:
+    """Run a schedule to completion; returns True when stopped early."""
+    next_tick_ns = 0
+    while True:
+        now_ns = monotonic_ns()
+        now_us = (now_ns - origin_ns) // 1000
+        while driver.idle:
+            intended_us = schedule.take(now_us)
+            if intended_us is None:
+                break
+            driver.start(intended_us, now_us, measured)
+        wait_us = schedule.wait_us(now_us)
+        if wait_us is None and driver.active == 0:
+            return False
+        if now_ns >= next_tick_ns:
+            next_tick_ns = now_ns + _CONTROL_PERIOD_NS
+            if tick():
+                driver.abort_all()
+                return True
+        # Sleep in select until the next due start, or until a transfer makes progress.
+        timeout_s = 0.02 if wait_us is None or not driver.idle else min(wait_us / 1e6, 0.02)
+        driver.step(timeout_s, on_done)
+
+
+def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> WorkerResult:
+    """Perform this worker's share of a run and return what it measured."""
+    spec = task.spec
+    cpu_start_s = time.process_time()
+    recorder = Recorder(task.index, spec.open_loop, _records_share(spec, task), spec.seed)
+    result = WorkerResult(task.index, socket.gethostname(), os.getpid(), {}, {}, recorder.records())
+
+    def tick() -> bool:
+        if control is None:
+            return False
+        control.report_progress(task.index, recorder.completed)
+        return control.should_stop()
+
+    driver = MultiDriver(spec, task.request, task.slots)
+    try:
+        if task.warmup and _drive(driver, ClosedLoop(task.warmup), recorder.on_done, monotonic_ns(), False, tick):
+            result.interrupted = True
+        else:
+            start_at_s = control.wait_for_start(task.index) if control is not None else task.start_at_s
+            time.sleep(max(start_at_s - time.time(), 0.0))
+            schedule = _schedule(spec, task)
+            result.started_at_s = time.time()
+            origin_ns = monotonic_ns()
+            cpu_start_s = time.process_time()
+            result.interrupted = _drive(driver, schedule, recorder.on_done, origin_ns, True, tick)
+            result.elapsed_s = (monotonic_ns() - origin_ns) / 1e9
+    except Exception as error:  # a worker reports its failure with what it measured
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        driver.close()
+    result.cpu_s = time.process_time() - cpu_start_s
+    recorder.flush()
+    if control is not None:
+        control.report_progress(task.index, recorder.completed)
+    result.histograms = recorder.histograms.encode()
+    result.counters = dict(recorder.counters)
+    result.records = recorder.records()
+    return result
+
+
+def _schedule(spec: RunSpec, task: WorkerTask) -> ClosedLoop | OpenLoop:
+    if not spec.open_loop:
+        return ClosedLoop(task.count)
+    assert spec.rate is not None
+    intended_us = open_loop_schedule(
+        spec.rate, spec.arrival, None if spec.duration_s else task.count, spec.duration_s,
+        task.index, task.workers, spec.seed,
+    )  # fmt: skip
+    return OpenLoop(intended_us)
+
+
+def _records_share(spec: RunSpec, task: WorkerTask) -> int:
+    return -(-spec.max_records // task.workers) if spec.max_records else 0
