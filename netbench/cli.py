@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
+
+from netbench.phases import PHASE_NAMES
+from netbench.spec import MODES, RunSpec, SpecError, api_key_from_env, parse_duration_s, parse_header
+
+if TYPE_CHECKING:
+    from netbench.results import RunResult
+    from netbench.slo import Slo
+
+#: every exit code netbench uses, documented in the README
+EXIT_OK = 0
+EXIT_FAILED_REQUESTS = 1
+EXIT_BAD_INPUT = 2
+EXIT_SLO_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -11,5 +30,270 @@ def main() -> None:
     """Split LLM endpoint latency into network, HTTP and model time."""
 
 
+def entry() -> None:
+    """The console script: the one place that maps errors to exit codes and one-line messages."""
+    from netbench.report.csvout import CsvColumnsError
+    from netbench.results import RunFileError
+
+    try:
+        code = main.main(standalone_mode=False)
+    except (SpecError, RunFileError, CsvColumnsError) as error:
+        click.echo(f"netbench: error: {error}", err=True)
+        code = EXIT_BAD_INPUT
+    except click.exceptions.Abort:
+        click.echo("netbench: aborted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as error:
+        click.echo(f"netbench: error: {error.format_message()}", err=True)
+        code = error.exit_code
+    except OSError as error:
+        click.echo(f"netbench: error: {error}", err=True)
+        code = EXIT_BAD_INPUT
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SpecError(f"unreadable list of integers {text!r}: use e.g. 1,4,8") from None
+    if not values:
+        raise SpecError("an empty list: use e.g. 1,4,8")
+    return values
+
+
+def _mode_list(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            raise SpecError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    return modes
+
+
+def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options shared by `run` and `sweep` (what a RunSpec holds)."""
+    options = [
+        click.option("--url", required=True, help="Server base URL (OpenAI modes, with or without /v1), or the full URL for --mode get."),
+        click.option("--n", "n", type=int, default=32, show_default=True, help="Measured requests (per run)."),
+        click.option("--warmup", type=int, default=0, show_default=True, help="Requests sent first and not counted."),
+        click.option("--max-tokens", type=int, default=16, show_default=True),
+        click.option("--prompt", default=RunSpec.prompt, show_default=True),
+        click.option("--model", default=None, help="Model id (default: the first id /v1/models lists)."),
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra request header (repeatable)."),
+        click.option("--api-key", default=None, help="Bearer token (default: $OPENAI_API_KEY). Never printed or written."),
+        click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Per-request timeout, seconds."),
+        click.option("--insecure", is_flag=True, help="Do not verify TLS certificates."),
+        click.option("--cacert", type=click.Path(dir_okay=False), default=None, help="CA bundle to verify the server with."),
+        click.option("--http2", is_flag=True, help="Use HTTP/2 (ALPN over TLS)."),
+        click.option("--follow-redirects", is_flag=True, help="Follow redirects (credentials never go to another host)."),
+        click.option("--workers", type=int, default=None, help="Worker processes (default: min(concurrency, cores))."),
+        click.option("--max-records", type=int, default=RunSpec.max_records, show_default=True, help="Per-request records kept (a uniform sample)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table."),
+        click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Append one row per run to this CSV."),
+        click.option("--max-error-rate", type=float, default=0.0, show_default=True, help="Exit 1 when the failed share exceeds this."),
+        click.option("--no-progress", is_flag=True, help="No progress bar on stderr."),
+        # open loop
+        click.option("--rate", type=float, default=None, help="Open loop: requests/s, latency measured from the intended send time."),
+        click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson", show_default=True),
+        click.option("--duration", "duration", default=None, help="Open loop: run this long (e.g. 30s) instead of --n requests."),
+        click.option("--max-concurrency", type=int, default=None, help="Open loop: cap on requests in flight."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival process."),
+        # outputs beyond the table
+        click.option("-o", "--output", "output_path", type=click.Path(), default=None, help="Write the run file (JSON, schema_version) here; a sweep writes one per run into this folder."),
+        click.option("--raw", "raw_path", type=click.Path(dir_okay=False), default=None, help="Export the per-request records (every mark) as CSV."),
+        click.option("--hgrm", "hgrm", nargs=2, multiple=True, metavar="PHASE FILE", help="Write a phase's HDR percentile spectrum (wrk2's .hgrm)."),
+        click.option("--slo", "slos", multiple=True, metavar="EXPR", help="Gate, e.g. 'ttft.p95<200ms', 'error_rate<1%'; exit 3 when one fails."),
+        # backend
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec(mode: str, concurrency: int, **options: Any) -> RunSpec:
+    headers = tuple(parse_header(h) for h in options.pop("headers"))
+    api_key = options.pop("api_key") or api_key_from_env()
+    duration = options.pop("duration")
+    duration_s = parse_duration_s(duration) if duration is not None else None
+    return RunSpec(
+        mode=mode, concurrency=concurrency, headers=headers, api_key=api_key, duration_s=duration_s, **options
+    )
+
+
+_OUTPUT_KEYS = ("as_json", "csv_path", "max_error_rate", "no_progress", "output_path", "raw_path", "hgrm", "slos")
+
+
+def _measure(specs: list[RunSpec], outputs: dict[str, Any]) -> int:
+    """Run each spec in turn, render, write; return the exit code."""
+    from netbench.report.progress import progress_bar
+    from netbench.report.table import print_report
+    from netbench.runner import run
+    from netbench.slo import parse_slo
+
+    slos = [parse_slo(text) for text in outputs["slos"]]  # bad gates fail before any load is sent
+    for phase, _ in outputs["hgrm"]:
+        if phase not in PHASE_NAMES:
+            raise SpecError(f"--hgrm {phase!r}: choose one of {', '.join(PHASE_NAMES)}")
+    results = []
+    for spec in specs:
+        with progress_bar(enabled=not outputs["no_progress"], label=f"{spec.mode} c={spec.concurrency}") as on_progress:
+            result = run(spec, on_progress)
+        results.append(result)
+        if not outputs["as_json"]:
+            print_report(result)
+        if result.interrupted:
+            break
+    return _finish(results, outputs, slos)
+
+
+def _finish(results: list[RunResult], outputs: dict[str, Any], slos: list[Slo]) -> int:
+    """Write every requested output, evaluate the gates, and choose the exit code."""
+    from netbench.report import csvout, hgrm, jsonout, raw
+    from netbench.slo import evaluate
+
+    if outputs["as_json"]:
+        click.echo(jsonout.render_json(results))
+    if outputs["csv_path"]:
+        csvout.append_rows(outputs["csv_path"], results)
+    if outputs["output_path"]:
+        _save_run_files(results, outputs["output_path"])
+    if outputs["raw_path"]:
+        raw.write_raw_csv(results, outputs["raw_path"])
+    for phase, path in outputs["hgrm"]:
+        hgrm.write_hgrm(results, phase, path)
+    verdicts = evaluate(slos, results)
+    for verdict in verdicts:
+        click.echo(verdict.line, err=outputs["as_json"])
+    if any(r.interrupted for r in results):
+        return EXIT_INTERRUPTED
+    if any(r.error_rate > outputs["max_error_rate"] or r.ok == 0 for r in results):
+        return EXIT_FAILED_REQUESTS
+    return EXIT_SLO_FAILED if any(not v.passed for v in verdicts) else EXIT_OK
+
+
+def _save_run_files(results: list[RunResult], path: str) -> None:
+    """One run: the file itself. Several (a sweep): a folder with one file per run."""
+    if len(results) == 1 and not path.endswith("/"):
+        results[0].save(path)
+        return
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        load = f"r{result.spec.rate:g}" if result.spec.open_loop else f"c{result.spec.concurrency}"
+        result.save(folder / f"{result.spec.mode}-{load}.json")
+
+
+@main.command()
+@click.option("--mode", default="health", show_default=True, help=f"One of {', '.join(MODES)}.")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Requests in flight (closed loop).")
+@_load_options
+def run(mode: str, concurrency: int, **options: Any) -> int:
+    """Measure one endpoint: the phase breakdown table of N requests at concurrency C."""
+    outputs = {k: options.pop(k) for k in _OUTPUT_KEYS}
+    return _measure([_spec(mode, concurrency, **options)], outputs)
+
+
+@main.command()
+@click.option("--mode", "modes", default="health,completions", show_default=True, help="Comma-separated modes.")
+@click.option("--concurrency", "levels", default="1,4,8", show_default=True, help="Comma-separated concurrency levels.")
+@_load_options
+def sweep(modes: str, levels: str, **options: Any) -> int:
+    """Run every mode at every concurrency level in turn and report them side by side."""
+    outputs = {k: options.pop(k) for k in _OUTPUT_KEYS}
+    specs = [_spec(mode, level, **options) for mode in _mode_list(modes) for level in _int_list(levels)]
+    return _measure(specs, outputs)
+
+
 # --- serve (owned by netbench/sim; edit only between these markers) ---
+from netbench.sim.config import SimConfig  # noqa: E402  (light: the server itself is imported lazily)
+
+_SIM_DEFAULTS = SimConfig()
+_NON_NEGATIVE = click.FloatRange(min=0)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port; 0 picks a free one.")
+@click.option("--model-name", default=_SIM_DEFAULTS.model_name, show_default=True, help="Model id served and accepted.")
+@click.option("--prefill-ms", type=_NON_NEGATIVE, default=_SIM_DEFAULTS.prefill_ms, show_default=True, help="Fixed prefill time.")
+@click.option(
+    "--prefill-per-token-ms",
+    type=_NON_NEGATIVE,
+    default=_SIM_DEFAULTS.prefill_per_token_ms,
+    show_default=True,
+    help="Prefill time per prompt token.",
+)
+@click.option(
+    "--decode-ms", type=_NON_NEGATIVE, default=_SIM_DEFAULTS.decode_ms, show_default=True, help="Time per output token at batch 1."
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=_SIM_DEFAULTS.max_batch,
+    show_default=True,
+    help="Requests that run at once; later ones wait in a FIFO queue.",
+)
+@click.option(
+    "--batch-slowdown",
+    type=_NON_NEGATIVE,
+    default=_SIM_DEFAULTS.batch_slowdown,
+    show_default=True,
+    help="Decode slowdown per extra running request: step = decode-ms * (1 + slowdown * (running - 1)).",
+)
+@click.option(
+    "--http-delay-ms",
+    type=_NON_NEGATIVE,
+    default=_SIM_DEFAULTS.http_delay_ms,
+    show_default=True,
+    help="Extra delay before response headers (simulated framework overhead).",
+)
+@click.option(
+    "--default-max-tokens",
+    type=click.IntRange(min=1),
+    default=_SIM_DEFAULTS.default_max_tokens,
+    show_default=True,
+    help="Tokens generated when a request sets no max_tokens.",
+)
+@click.option("--stamp-events", is_flag=True, help='Add "netbench_sent_ns" (monotonic clock) to every token chunk.')
+def serve(
+    host: str,
+    port: int,
+    model_name: str,
+    prefill_ms: float,
+    prefill_per_token_ms: float,
+    decode_ms: float,
+    max_batch: int,
+    batch_slowdown: float,
+    http_delay_ms: float,
+    default_max_tokens: int,
+    stamp_events: bool,
+) -> None:
+    """Serve a simulated small language model: OpenAI-compatible, with vLLM's streams and metrics."""
+    from netbench.sim.server import serve as serve_sim
+
+    config = SimConfig(
+        model_name=model_name,
+        prefill_ms=prefill_ms,
+        prefill_per_token_ms=prefill_per_token_ms,
+        decode_ms=decode_ms,
+        max_batch=max_batch,
+        batch_slowdown=batch_slowdown,
+        http_delay_ms=http_delay_ms,
+        default_max_tokens=default_max_tokens,
+        stamp_events=stamp_events,
+    )
+    try:
+        serve_sim(config, host=host, port=port)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
 # --- end serve ---
+
+
+# --- report (owned by the analysis work; edit only between these markers) ---
+# --- end report ---
+
+
+# --- merge / compare (owned by the run-file work; edit only between these markers) ---
+# --- end merge / compare ---
