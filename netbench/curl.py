@@ -59,7 +59,9 @@ _CURL_OUTCOMES: dict[int, Outcome] = {
 }
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
-_TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then u32s; tcpi_rtt is the 16th u32
+# struct tcp_info (linux/tcp.h): tcpi_rtt (smoothed) at byte 68, tcpi_min_rtt (kernel >= 4.6) at 148.
+_TCPI_RTT_OFFSET = 68
+_TCPI_MIN_RTT_OFFSET = 148
 
 
 def curl_version() -> str:
@@ -111,7 +113,10 @@ def configure(handle: pycurl.Curl, spec: RunSpec, request: Request) -> None:
 
 
 def _tcp_rtt_us(handle: pycurl.Curl) -> int:
-    """The kernel's smoothed RTT of the transfer's socket, or -1 where the platform has none."""
+    """The kernel's RTT of the transfer's socket, or -1 where the platform has none.
+
+    The minimum RTT is preferred to the smoothed one: delayed ACKs of a streamed response
+    inflate srtt by milliseconds even on loopback, and the split subtracts this from wait."""
     if _TCP_INFO is None:
         return -1
     try:
@@ -120,8 +125,9 @@ def _tcp_rtt_us(handle: pycurl.Curl) -> int:
             return -1
         # fromfd duplicates the descriptor, so closing ours leaves libcurl's intact.
         with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_RTT_OFFSET + 4)
-        return struct.unpack_from("I", info, _TCPI_RTT_OFFSET)[0]
+            info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
+        offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
+        return struct.unpack_from("I", info, offset)[0]
     except (OSError, pycurl.error):
         return -1
 

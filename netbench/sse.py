@@ -16,25 +16,25 @@ from dataclasses import dataclass
 class SSEParser:
     """Splits a byte stream into SSE events (WHATWG rules: LF, CRLF or CR line ends)."""
 
-    __slots__ = ("_pending", "_data_lines")
+    __slots__ = ("_pending", "_data_lines", "_skip_lf")
 
     def __init__(self) -> None:
         self._pending = b""
         self._data_lines: list[bytes] = []
+        self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume a chunk; return the data of every event it completed, in order."""
         buffer = self._pending + chunk
+        if self._skip_lf and buffer:
+            # The previous chunk ended in CR, already taken as a line end: this LF completes a CRLF.
+            if buffer.startswith(b"\n"):
+                buffer = buffer[1:]
+            self._skip_lf = False
         if b"\r" in buffer:
-            # A CR at the very end may be the first half of a CRLF split across chunks.
-            held = b"\r" if buffer.endswith(b"\r") else b""
-            if held:
-                buffer = buffer[:-1]
+            self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        else:
-            held = b""
-        *lines, rest = buffer.split(b"\n")
-        self._pending = rest + held
+        *lines, self._pending = buffer.split(b"\n")
         events: list[bytes] = []
         for line in lines:
             if not line:

@@ -35,7 +35,7 @@ def breakdown_table(result: RunResult) -> Table:
 
 def _add_row(table: Table, result: RunResult, phase: Phase) -> None:
     stats = result.stats(phase.name) if applies(phase, result) else None
-    label = f"{phase.name} ({phase.label})"
+    label = phase.name
     if stats is None:
         table.add_row(label, "-", "n/a", "n/a", "n/a", "n/a", style="dim")
         return

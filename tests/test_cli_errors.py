@@ -1,0 +1,47 @@
+"""Bad input gets one clear line on stderr and exit code 2, never a traceback."""
+
+import pytest
+from click.testing import CliRunner
+
+from netbench.cli import main
+from netbench.spec import SpecError
+from tests.cli import netbench
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "not a url"], "scheme must be http or https"),
+        (["--url", "ftp://127.0.0.1/"], "scheme must be http or https"),
+        (["--url", "http://"], "no host"),
+        (["--url", "http://127.0.0.1:99999/"], "port"),
+        (["--url", "http://127.0.0.1:1", "--concurrency", "0"], "--concurrency must be an integer >= 1"),
+        (["--url", "http://127.0.0.1:1", "--n", "0"], "--n must be an integer >= 1"),
+        (["--url", "http://127.0.0.1:1", "--warmup", "-1"], "--warmup must be an integer >= 0"),
+        (["--url", "http://127.0.0.1:1", "--mode", "poetry"], "--mode 'poetry'"),
+        (["--url", "http://127.0.0.1:1", "--header", "no colon here"], "unreadable header"),
+        (["--url", "http://127.0.0.1:1", "--concurrency", "four"], "'four' is not a valid integer"),
+        (["--url", "http://127.0.0.1:1", "--timeout", "0"], "--timeout must be > 0"),
+        (["--url", "http://127.0.0.1:1", "--slo", "ttft.p95 about 2"], "--slo"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = netbench("run", *args, timeout_s=60)
+    assert result.code == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("netbench: error:") and message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_and_unreadable_cacert_are_exit_2():
+    assert netbench("run", "--url", "http://127.0.0.1:1", "--bogus", timeout_s=60).code == 2
+    sweep = netbench("sweep", "--url", "http://127.0.0.1:1", "--concurrency", "1,x", timeout_s=60)
+    assert sweep.code == 2 and "unreadable list" in sweep.stderr
+
+
+def test_click_runner_sees_the_spec_error():
+    # The click layer turns flags into a RunSpec; validation lives in the spec, not in the CLI.
+    result = CliRunner().invoke(main, ["run", "--url", "http://h", "--n", "0"], standalone_mode=False)
+    assert isinstance(result.exception, SpecError)
