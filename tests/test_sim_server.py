@@ -210,7 +210,8 @@ def test_stop_string_ends_with_stop(base_url: str) -> None:
     choice = httpx.post(f"{base_url}/v1/completions", json=body).json()["choices"][0]
     assert choice["text"] == "the quick brown"
     assert choice["finish_reason"] == "stop" and choice["stop_reason"] == "fox"
-    streamed = [json.loads(e) for e in sse_events(httpx.post(f"{base_url}/v1/completions", json={**body, "stream": True}).content)[:-1]]
+    stream = httpx.post(f"{base_url}/v1/completions", json={**body, "stream": True})
+    streamed = [json.loads(event) for event in sse_events(stream.content)[:-1]]
     assert "".join(token_text(c) for c in streamed) == "the quick brown"
     assert streamed[-1]["choices"][0]["finish_reason"] == "stop"
 
@@ -226,7 +227,8 @@ def test_stop_string_ends_with_stop(base_url: str) -> None:
         ("/v1/completions", json.dumps({"model": MODEL, "max_tokens": 3}).encode(), 400, "BadRequestError"),
         ("/v1/chat/completions", json.dumps({"model": MODEL}).encode(), 400, "BadRequestError"),
         ("/v1/completions", json.dumps(completion_body(0)).encode(), 400, "BadRequestError"),
-        ("/v1/completions", json.dumps(completion_body(3, stream_options={"include_usage": True})).encode(), 400, "BadRequestError"),
+        # stream_options without stream=True
+        ("/v1/completions", json.dumps(completion_body(3, stream_options={})).encode(), 400, "BadRequestError"),
         # vLLM answers an unknown model with 404 NotFoundError in the same error shape.
         ("/v1/completions", json.dumps(completion_body(3, model="gpt-4")).encode(), 404, "NotFoundError"),
     ],
@@ -331,7 +333,8 @@ def test_ttft_and_itl_follow_the_timing_model() -> None:
         assert_close(statistics.median(server_ttfts_s), expected_ttft_s, "server TTFT median")
         # The client adds its own overhead on top, but never sees a token sooner than the model.
         assert statistics.median(times[0] for times in runs) >= expected_ttft_s * (1 - MODEL_TOLERANCE)
-        assert_close(statistics.median(g for times in runs for g in gaps_s(times)), decode_ms / 1000, "client ITL median")
+        client_itl_s = statistics.median(gap for times in runs for gap in gaps_s(times))
+        assert_close(client_itl_s, decode_ms / 1000, "client ITL median")
         assert_close(Metrics(url).mean("vllm:inter_token_latency_seconds"), decode_ms / 1000, "server ITL mean")
         usage = httpx.post(f"{url}/v1/completions", json=completion_body(1, prompt)).json()["usage"]
         assert usage["prompt_tokens"] == 200
@@ -339,7 +342,7 @@ def test_ttft_and_itl_follow_the_timing_model() -> None:
 
 def test_concurrent_streams_decode_slower() -> None:
     decode_ms, slowdown, streams = 10.0, 0.5, 8
-    args = ("--decode-ms", str(decode_ms), "--batch-slowdown", str(slowdown), "--prefill-ms", "5", "--prefill-per-token-ms", "0")
+    args = ("--decode-ms", str(decode_ms), "--batch-slowdown", str(slowdown), "--prefill-ms", "5")
     with start_sim_server(*args) as url:
 
         async def median_itl_s(concurrency: int) -> float:
@@ -387,7 +390,8 @@ def test_requests_beyond_max_batch_wait_in_queue() -> None:
 
 def test_http_delay_is_overhead_outside_server_metrics() -> None:
     delay_ms, prefill_ms = 60.0, 30.0
-    with start_sim_server("--http-delay-ms", str(delay_ms), "--prefill-ms", str(prefill_ms), "--prefill-per-token-ms", "0") as url:
+    args = ("--http-delay-ms", str(delay_ms), "--prefill-ms", str(prefill_ms), "--prefill-per-token-ms", "0")
+    with start_sim_server(*args) as url:
 
         async def run() -> list[float]:
             async with httpx.AsyncClient() as client:

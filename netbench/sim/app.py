@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -103,7 +103,9 @@ class SimHandlers:
             return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(events.aclose))
         return await self._complete(http_request, request, fmt, recorder)
 
-    async def _stream(self, request: GenerationRequest, fmt: ResponseFormat, recorder: RequestRecorder) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, request: GenerationRequest, fmt: ResponseFormat, recorder: RequestRecorder
+    ) -> AsyncGenerator[bytes, None]:
         generation = request.generation
         engine_request = self.engine.submit(request.prompt_tokens, generation.completion_tokens)
         completed = False

@@ -243,7 +243,8 @@ def _message_text(message: Any) -> str:
         return content or ""
     if isinstance(content, list):
         # Multi-part content: only text parts cost prompt tokens in this simulation.
-        return " ".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
+        texts = [part.get("text") for part in content if isinstance(part, dict)]
+        return " ".join(text for text in texts if isinstance(text, str))
     raise ApiError("messages: 'content' must be a string or a list of content parts")
 
 
@@ -256,7 +257,7 @@ def _max_tokens(body: Mapping[str, Any], names: tuple[str, ...], config: SimConf
             raise ApiError(f"{name}: expected an integer, got {value!r}")
         if value < 1:
             raise ApiError(f"{name} must be at least 1, got {value}.")
-        return value
+        return int(value)
     return config.default_max_tokens
 
 
