@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 #: every exit code netbench uses, documented in the README
 EXIT_OK = 0
-EXIT_FAILED_REQUESTS = 1
+EXIT_FAILED_REQUESTS = 1  # failed requests over --max-error-rate, none ok, or a worker lost
 EXIT_BAD_INPUT = 2
 EXIT_SLO_FAILED = 3
-EXIT_INTERRUPTED = 130
+# Stopped by a signal, the report printed and written: the shell's 128 + signal number.
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,6 +147,10 @@ def _measure(specs: list[RunSpec], outputs: dict[str, Any]) -> int:
             print_report(result)
         if result.interrupted:
             break
+    if len(results) > 1 and not outputs["as_json"]:
+        from netbench.report.sweep_table import print_sweep
+
+        print_sweep(results)
     return _finish(results, outputs, slos)
 
 
@@ -167,8 +173,9 @@ def _finish(results: list[RunResult], outputs: dict[str, Any], slos: list[Slo]) 
     for verdict in verdicts:
         click.echo(verdict.line, err=outputs["as_json"])
     if any(r.interrupted for r in results):
-        return EXIT_INTERRUPTED
-    if any(r.error_rate > outputs["max_error_rate"] or r.ok == 0 for r in results):
+        terminated = any(r.context.get("stop_signal") == "SIGTERM" for r in results)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    if any(r.error_rate > outputs["max_error_rate"] or r.ok == 0 or r.counters.get("workers_failed") for r in results):
         return EXIT_FAILED_REQUESTS
     return EXIT_SLO_FAILED if any(not v.passed for v in verdicts) else EXIT_OK
 
@@ -292,8 +299,91 @@ def serve(
 
 
 # --- report (owned by the analysis work; edit only between these markers) ---
+@main.command()
+@click.argument("run_files", nargs=-1, required=True, metavar="RUNFILES...")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the report here (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["md", "table", "json", "csv"]), default="md", show_default=True)
+@click.option("--ttft-ref", default=None, metavar="27ms|FILE.csv", help="External warm TTFT: a duration, or a CSV of earlier TTFT measurements (their median).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None, help="Write PNG plots into this folder and link them from the report.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap confidence intervals.")
+def report(run_files: tuple[str, ...], output_path: str | None, fmt: str, ttft_ref: str | None, plots_dir: str | None, seed: int) -> int:
+    """Report saved runs: the seed's table, TTFT vs HTTP latency, significance, the rule of thumb, plots.
+
+    RUNFILES are run files (`-o` of run/sweep) or folders of them."""
+    import os
+
+    from rich.console import Console
+
+    from netbench.analysis import load_ttft_ref
+    from netbench.report import answer
+
+    reference = load_ttft_ref(ttft_ref) if ttft_ref is not None else None  # bad input fails before any work
+    results = answer.load_runs(run_files)
+    links: list[tuple[str, str]] = []
+    if plots_dir is not None:
+        from netbench.report.plot import write_plots
+
+        base = Path(output_path).resolve().parent if output_path else Path.cwd()
+        links = [(caption, os.path.relpath(path.resolve(), base)) for caption, path in write_plots(results, plots_dir)]
+    if fmt == "table":
+        if output_path is None:
+            answer.render_text(results, reference, Console(), seed)
+            return EXIT_OK
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(output_path, "w") as handle:
+            answer.render_text(results, reference, Console(file=handle, width=160, no_color=True), seed)
+        return EXIT_OK
+    if fmt == "md":
+        from netbench.report.markdown import render_markdown
+
+        text = render_markdown(results, reference, links, seed=seed)
+    elif fmt == "json":
+        text = answer.render_json(results, reference, seed) + "\n"
+    else:
+        text = answer.render_csv(results)
+    if output_path is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_path).write_text(text)
+        click.echo(f"netbench: wrote {output_path}" + (f" and {len(links)} plots in {plots_dir}" if links else ""), err=True)
+    return EXIT_OK
 # --- end report ---
 
 
 # --- merge / compare (owned by the run-file work; edit only between these markers) ---
+@main.command()
+@click.argument("run_files", nargs=-1, required=True, metavar="RUNFILE RUNFILE...")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), required=True, help="The merged run file to write.")
+@click.option("--force", is_flag=True, help="Merge runs of different modes, URL paths or load models anyway.")
+def merge(run_files: tuple[str, ...], output_path: str, force: bool) -> int:
+    """Merge runs made at the same time on several hosts into one run file (histograms added, counters summed)."""
+    from netbench.merge import merge_results
+    from netbench.results import RunResult
+
+    merged = merge_results([RunResult.load(path) for path in run_files], names=run_files, force=force)
+    merged.save(output_path)
+    click.echo(f"merged {len(run_files)} runs ({merged.requests} requests) into {output_path}", err=True)
+    return EXIT_OK
+
+
+@main.command()
+@click.argument("base_file", metavar="BASE")
+@click.argument("new_file", metavar="NEW")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap intervals.")
+def compare(base_file: str, new_file: str, as_json: bool, seed: int) -> int:
+    """Compare two run files: p50/p95/p99 per phase, the difference, and whether it is significant."""
+    import json
+
+    from netbench.compare import compare_runs
+    from netbench.report.compare_table import print_comparison
+    from netbench.results import RunResult
+
+    comparison = compare_runs(RunResult.load(base_file), RunResult.load(new_file), base_file, new_file, seed=seed)
+    if as_json:
+        click.echo(json.dumps(comparison.to_dict(), indent=2))
+    else:
+        print_comparison(comparison)
+    return EXIT_OK
 # --- end merge / compare ---

@@ -1,0 +1,41 @@
+"""The side-by-side table of a sweep: one row per run, the seed's columns and the key phases."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from netbench.report.units import ms
+from netbench.results import RunResult
+
+_KEY_PHASES = ("ttfb", "ttft", "network", "server")
+
+
+def sweep_table(results: list[RunResult]) -> Table:
+    table = Table(title="sweep (ms)", title_justify="left")
+    for column in ("mode", "concurrency", "n", "ok", "failed", "e2e p50", "e2e p95"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for phase in _KEY_PHASES:
+        table.add_column(f"{phase} p50", justify="right")
+    table.add_column("req/s", justify="right")
+    for result in results:
+        e2e = result.stats("e2e")
+        row = [
+            result.spec.mode,
+            str(result.spec.concurrency),
+            str(result.requests),
+            str(result.ok),
+            str(result.failed),
+            ms(e2e.p50_us if e2e else None),
+            ms(e2e.p95_us if e2e else None),
+        ]
+        for phase in _KEY_PHASES:
+            stats = result.stats(phase)
+            row.append(ms(stats.p50_us if stats else None))
+        row.append(f"{result.achieved_rps:.1f}")
+        table.add_row(*row)
+    return table
+
+
+def print_sweep(results: list[RunResult], console: Console | None = None) -> None:
+    (console or Console()).print(sweep_table(results))
