@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
+
+#: a request that had a free slot and started later than this after its intended time was
+#: held up by the client; more than 1 % of them (schedule lag p99 above it) flags the run
+#: client-bound. Fixed, not a share of the inter-arrival period: at high rates 10 % of the
+#: period is below the ~0.3 ms an idle vCPU takes to wake, and would flag every run.
+LATE_START_US = 10_000
 
 
 class ClosedLoop:
@@ -21,14 +29,33 @@ class ClosedLoop:
         """How long until the next start is due; None when nothing is left to start."""
         return 0 if self.remaining else None
 
+    def mark_blocked(self, now_us: int) -> None:
+        """Closed loop starts only when a slot is free: nothing to book."""
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
 
 class OpenLoop:
     """Requests due at fixed intended times (µs from the schedule's start), whether or not
-    the server kept up: latency is then measured from the intended time."""
+    the server kept up: latency is then measured from the intended time.
+
+    It also keeps the books on why requests started late. A request that fell due while
+    every in-flight slot was busy waited for the cap (`--max-concurrency`): the server did
+    not keep up with the rate at that many requests in flight. A request that had a free
+    slot and still started more than `LATE_START_US` after its time waited for the client
+    itself: its event loop or CPU fell behind.
+    """
 
     def __init__(self, intended_us: np.ndarray) -> None:
         self.intended_us = intended_us.astype(np.int64).tolist()
         self.next_index = 0
+        #: requests with an index below this fell due while every slot was busy
+        self.blocked_until_index = 0
+        self.cap_delayed = 0
+        self.late_starts = 0
+        self.last_start_us = 0
+        self.last_intended_us = 0
 
     @property
     def remaining(self) -> int:
@@ -40,13 +67,35 @@ class OpenLoop:
         intended = self.intended_us[self.next_index]
         if intended > now_us:
             return None
+        if self.next_index < self.blocked_until_index:
+            self.cap_delayed += 1
+        elif now_us - intended > LATE_START_US:
+            self.late_starts += 1
         self.next_index += 1
+        self.last_start_us = now_us
+        self.last_intended_us = intended
         return intended
 
     def wait_us(self, now_us: int) -> int | None:
         if self.next_index >= len(self.intended_us):
             return None
         return max(self.intended_us[self.next_index] - now_us, 0)
+
+    def mark_blocked(self, now_us: int) -> None:
+        """Every slot is busy at `now_us`: whatever is due by now waits for the cap."""
+        self.blocked_until_index = max(self.blocked_until_index, bisect_right(self.intended_us, now_us))
+
+    def counters(self) -> dict[str, int]:
+        """What the run's counters add up across workers (and across merged runs)."""
+        return {
+            "sent": self.next_index,
+            "cap_delayed": self.cap_delayed,
+            "late_starts": self.late_starts,
+            # summed over workers; divided by open_loop_workers they are the mean spans
+            "send_span_us": self.last_start_us,
+            "schedule_span_us": self.last_intended_us,
+            "open_loop_workers": 1,
+        }
 
 
 def open_loop_schedule(

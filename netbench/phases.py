@@ -82,6 +82,10 @@ PHASES: tuple[Phase, ...] = (
     Phase("e2e", "end to end", "TOTAL"),
     Phase("queue", "libcurl queue", "QUEUE"),
     Phase("lag", "schedule lag", "actual start - intended start", open_loop_only=True),
+    # open loop: ttfb/ttft/e2e count from the intended start; these count from the actual one
+    Phase("ttfb_uncorrected", "TTFB from actual send", "STARTTRANSFER", open_loop_only=True),
+    Phase("ttft_uncorrected", "TTFT from actual send", "first token event", streaming_only=True, open_loop_only=True),
+    Phase("e2e_uncorrected", "e2e from actual send", "TOTAL", open_loop_only=True),
     # the network-vs-server split (DESIGN.md, "Network vs server split")
     Phase("rtt", "network RTT", "TCP handshake, or TCP_INFO srtt on reused connections"),
     Phase("network", "network + HTTP", "dns + connect + tls + send + rtt"),
@@ -92,6 +96,8 @@ PHASES: tuple[Phase, ...] = (
 )
 
 PHASE_NAMES: tuple[str, ...] = tuple(p.name for p in PHASES)
+#: open loop measures these from the intended start; `<name>_uncorrected` from the actual one
+_CORRECTED = ("ttfb", "ttft", "e2e")
 PHASE_BY_NAME: dict[str, Phase] = {p.name: p for p in PHASES}
 
 
@@ -141,9 +147,11 @@ def derive(records: np.ndarray, open_loop: bool = False) -> Derived:
 
     lag = r["start_us"] - r["intended_start_us"]
     values["lag"] = np.full(len(r), MISSING, dtype=np.int64) if not open_loop else np.maximum(lag, 0)
-    if open_loop:
-        # Measured from the intended send time: the wait the schedule imposed counts (no coordinated omission).
-        for name in ("ttfb", "ttft", "e2e"):
+    for name in _CORRECTED:
+        # Kept beside the corrected value, as wrk2 does, so the cost of the wait can be read off.
+        values[f"{name}_uncorrected"] = values[name] if open_loop else np.full(len(r), MISSING, dtype=np.int64)
+        if open_loop:
+            # Measured from the intended send time: the wait the schedule imposed counts (no coordinated omission).
             values[name] = np.where(values[name] >= 0, values[name] + values["lag"], MISSING)
 
     rtt = np.where(new, values["connect"], r["tcp_rtt_us"])

@@ -17,6 +17,7 @@ import numpy as np
 
 from netbench.curl import curl_version, fetch
 from netbench.histograms import PhaseHistograms
+from netbench.load_check import load_notes
 from netbench.pacing import split_evenly
 from netbench.phases import RECORD_DTYPE
 from netbench.results import RunResult, WorkerInfo
@@ -28,7 +29,6 @@ ProgressCallback = Callable[[int, int], None]  # (completed, total or 0 when unk
 
 #: seconds a worker may take to start and warm up before the run is abandoned
 _READY_DEADLINE_S = 300.0
-_CLIENT_CPU_BOUND_PERCENT = 90.0
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,5 @@ def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_
 
 
 def client_bound_notes(result: RunResult) -> list[str]:
-    """Say so when the client, not the server, may have limited the run."""
-    notes = []
-    for w in result.workers:
-        if w.cpu_percent > _CLIENT_CPU_BOUND_PERCENT:
-            notes.append(
-                f"client-bound: worker {w.index} on {w.host} used {w.cpu_percent:.0f} % of a CPU; "
-                "latencies include client queueing"
-            )
-    return notes
+    """Say so when the client (CPU, schedule lag) or the in-flight cap limited the run (see load_check)."""
+    return load_notes(result)

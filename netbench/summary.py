@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netbench.load_check import client_bound_reasons, offered_load
 from netbench.phases import PHASES, Phase
 from netbench.results import RunResult
 
@@ -43,6 +44,8 @@ def wall_seconds(result: RunResult) -> tuple[float | None, float | None]:
 def summarize(result: RunResult) -> dict[str, object]:
     spec = result.spec
     median_s, p95_s = wall_seconds(result)
+    load = offered_load(result)
+    client_bound = client_bound_reasons(result)
     return {
         "mode": spec.mode,
         "concurrency": spec.concurrency,
@@ -63,6 +66,10 @@ def summarize(result: RunResult) -> dict[str, object]:
         },
         "tokens_per_request": result.tokens_per_request,
         "achieved_rps": round(result.achieved_rps, 2),
+        # open loop: requested vs sent rate, the in-flight cap; None in closed loop
+        "open_loop": None if load is None else load.as_dict(),
+        "client_bound": bool(client_bound),
+        "client_bound_reasons": client_bound,
         "elapsed_s": round(result.elapsed_s, 6),
         "interrupted": result.interrupted,
         "clamped_marks": result.counters.get("clamped_marks", 0),

@@ -70,6 +70,8 @@ class WorkerResult:
     interrupted: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: why requests failed, one report line per kind (see MultiDriver.failure_notes)
+    failure_notes: dict[str, str] = field(default_factory=dict)
 
 
 class Recorder:
@@ -168,17 +170,23 @@ def _drive(
             intended_us = schedule.take(now_us)
             if intended_us is None:
                 break
-            driver.start(intended_us, now_us, measured)
+            # The actual start is read per start: a burst of starts takes time, and it is lag.
+            driver.start(intended_us, (monotonic_ns() - origin_ns) // 1000, measured)
         wait_us = schedule.wait_us(now_us)
         if wait_us is None and driver.active == 0:
             return False
+        blocked = wait_us == 0 and not driver.idle
+        if blocked:
+            # Due work but every slot busy: it waits for the in-flight cap, and keeps its intended time.
+            schedule.mark_blocked(now_us)
         if now_ns >= next_tick_ns:
             next_tick_ns = now_ns + _CONTROL_PERIOD_NS
             if tick():
                 driver.abort_all()
                 return True
-        # Sleep in select until the next due start, or until a transfer makes progress.
-        timeout_s = 0.02 if wait_us is None or not driver.idle else min(wait_us / 1e6, 0.02)
+        # Sleep in select until the next due start (even with every slot busy, so that a start
+        # that falls due meanwhile is booked as waiting for the cap), or until a transfer makes progress.
+        timeout_s = 0.02 if wait_us is None or blocked else min(wait_us / 1e6, 0.02)
         driver.step(timeout_s, on_done)
 
 
@@ -208,9 +216,11 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
             cpu_start_s = time.process_time()
             result.interrupted = _drive(driver, schedule, recorder.on_done, origin_ns, True, tick)
             result.elapsed_s = (monotonic_ns() - origin_ns) / 1e9
+            recorder.counters.update(schedule.counters())
     except Exception as error:  # a worker reports its failure with what it measured
         result.error = f"{type(error).__name__}: {error}"
     finally:
+        result.failure_notes = dict(driver.failure_notes)
         driver.close()
     result.cpu_s = time.process_time() - cpu_start_s
     recorder.flush()

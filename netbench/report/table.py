@@ -8,6 +8,7 @@ from rich.table import Table
 from netbench.phases import PHASE_BY_NAME, PHASES, Phase
 from netbench.report.units import ms
 from netbench.results import RunResult
+from netbench.load_check import client_bound_reasons, offered_load
 from netbench.summary import applies
 
 #: rows that split the latency into network and server parts, shown under a rule
@@ -20,6 +21,8 @@ def breakdown_table(result: RunResult) -> Table:
     title = f"{spec.mode} · {result.context.get('url', spec.url)} · {load} · n {result.requests}"
     if result.interrupted:
         title += " · INTERRUPTED"
+    if client_bound_reasons(result):
+        title += " · CLIENT-BOUND"
     table = Table(title=title, title_justify="left")
     table.add_column("phase")
     for column in ("count", "p50 ms", "p95 ms", "p99 ms", "max ms"):
@@ -34,6 +37,8 @@ def breakdown_table(result: RunResult) -> Table:
 
 
 def _add_row(table: Table, result: RunResult, phase: Phase) -> None:
+    if phase.open_loop_only and not result.spec.open_loop:
+        return  # lag and the uncorrected rows exist only when there is a schedule
     stats = result.stats(phase.name) if applies(phase, result) else None
     label = phase.name
     if stats is None:
@@ -50,6 +55,13 @@ def footer_lines(result: RunResult) -> list[str]:
         f"connections: {counters.get('connections_new', 0)} new, {counters.get('connections_reused', 0)} reused",
         f"achieved: {result.achieved_rps:.1f} requests/s over {result.elapsed_s:.3f} s",
     ]
+    load = offered_load(result)
+    if load is not None:
+        scheduled, sent = ("n/a" if r is None else f"{r:.1f}/s" for r in (load.scheduled_rps, load.sent_rps))
+        lines.append(
+            f"rate: requested {load.requested_rps:g}/s ({load.arrival}), scheduled {scheduled}, sent {sent}; "
+            f"at most {load.max_in_flight} in flight; ttfb/ttft/e2e from the intended send time"
+        )
     if result.tokens_per_request is not None:
         lines.append(f"tokens per request: {result.tokens_per_request:.1f}")
     if result.requests and result.ok == 0:
