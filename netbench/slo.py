@@ -43,18 +43,28 @@ def parse_slo(text: str) -> Slo:
         raise SpecError(f"--slo {text!r}: expected e.g. 'ttft.p95<200ms', 'error_rate<1%' or 'rps>=100'")
     metric, statistic, op, value = match.groups()
     if metric == "error_rate":
-        bound = float(value[:-1]) / 100 if value.endswith("%") else _number(text, value)
+        bound = _number(text, value[:-1]) / 100 if value.endswith("%") else _number(text, value)
     elif metric == "rps":
         bound = _number(text, value)
     elif metric in PHASE_NAMES:
         if statistic not in _STATISTICS:
             raise SpecError(f"--slo {text!r}: a phase needs one of .{', .'.join(_STATISTICS)}")
-        bound = parse_duration_s(value) * 1e6
+        bound = _duration_us(text, value)
     else:
         raise SpecError(f"--slo {text!r}: unknown metric {metric!r} (a phase, error_rate or rps)")
     if metric in ("error_rate", "rps") and statistic:
         raise SpecError(f"--slo {text!r}: {metric} takes no statistic")
     return Slo(text.strip(), metric, statistic, _OPERATORS[op], bound)
+
+
+def _duration_us(text: str, value: str) -> float:
+    # A bare number is refused: k6 reads `p(95)<200` as ms, a duration elsewhere as seconds.
+    if not value.rstrip("0123456789.").strip():
+        raise SpecError(f"--slo {text!r}: give the bound a unit, e.g. {value}ms or {value}s")
+    try:
+        return parse_duration_s(value) * 1e6
+    except SpecError as error:
+        raise SpecError(f"--slo {text!r}: {error}") from None
 
 
 def _number(text: str, value: str) -> float:
@@ -94,7 +104,9 @@ def evaluate(slos: list[Slo], results: list[RunResult]) -> list[Verdict]:
     """Each gate against each run; a phase with no value fails its gate (nothing was shown)."""
     verdicts = []
     for result in results:
-        where = f"{result.spec.mode} c={result.spec.concurrency}" if len(results) > 1 else ""
+        spec = result.spec
+        load = f"rate={spec.rate:g}/s" if spec.open_loop else f"c={spec.concurrency}"
+        where = f"{spec.mode} {load}" if len(results) > 1 else ""
         for slo in slos:
             value = measured_value(slo, result)
             passed = value is not None and slo.compare(value, slo.bound)

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
 
 from netbench.results import RunResult
 
 _US_PER_MS = 1000.0
+_STDDEV = re.compile(rb"(StdDeviation\s+= )\s*[0-9.]+")
 
 
 def write_hgrm(results: list[RunResult], phase: str, path: str | Path) -> None:
-    """One run: `path`. A sweep: one file per run, named `<stem>-<mode>-c<C><suffix>`."""
+    """One run: `path`. A sweep: one file per run, named `<stem>-<mode>-c<C><suffix>`
+    (`-r<rate>` for open-loop runs)."""
     target = Path(path)
     for result in results:
         out = target
         if len(results) > 1:
-            out = target.with_name(f"{target.stem}-{result.spec.mode}-c{result.spec.concurrency}{target.suffix}")
-        with open(out, "wb") as handle:  # hdrh writes bytes
-            result.histograms.histograms[phase].output_percentile_distribution(handle, _US_PER_MS)
+            spec = result.spec
+            load = f"r{spec.rate:g}" if spec.open_loop else f"c{spec.concurrency}"
+            out = target.with_name(f"{target.stem}-{spec.mode}-{load}{target.suffix}")
+        out.write_bytes(hgrm_bytes(result.histograms.histograms[phase]))
+
+
+def hgrm_bytes(histogram: HdrHistogram) -> bytes:
+    buffer = io.BytesIO()
+    histogram.output_percentile_distribution(buffer, _US_PER_MS)
+    # hdrh scales every value to ms but the standard deviation, which it prints in µs
+    stddev_ms = b"%12.*f" % (histogram.significant_figures, histogram.get_stddev() / _US_PER_MS)
+    return _STDDEV.sub(lambda m: m.group(1) + stddev_ms, buffer.getvalue(), count=1)
