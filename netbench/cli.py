@@ -188,8 +188,7 @@ def _save_run_files(results: list[RunResult], path: str) -> None:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     for result in results:
-        load = f"r{result.spec.rate:g}" if result.spec.open_loop else f"c{result.spec.concurrency}"
-        result.save(folder / f"{result.spec.mode}-{load}.json")
+        result.save(folder / f"{result.label}.json")
 
 
 @main.command()

@@ -89,6 +89,12 @@ class RunResult:
     def tokens_per_request(self) -> float | None:
         return self.counters.get("tokens", 0) / self.ok if self.spec.streaming and self.ok else None
 
+    @property
+    def label(self) -> str:
+        """A short name unique within a sweep, for file names: `completions-c4`, `chat-c1-r20`."""
+        spec = self.spec
+        return f"{spec.mode}-c{spec.concurrency}" + (f"-r{spec.rate:g}" if spec.open_loop else "")
+
     # --- the run file ---
     def to_dict(self, include_records: bool = True) -> dict[str, object]:
         return {

@@ -15,15 +15,12 @@ _STDDEV = re.compile(rb"(StdDeviation\s+= )\s*[0-9.]+")
 
 
 def write_hgrm(results: list[RunResult], phase: str, path: str | Path) -> None:
-    """One run: `path`. A sweep: one file per run, named `<stem>-<mode>-c<C><suffix>`
-    (`-r<rate>` for open-loop runs)."""
+    """One run: `path`. A sweep: one file per run, named `<stem>-<run label><suffix>`."""
     target = Path(path)
     for result in results:
         out = target
         if len(results) > 1:
-            spec = result.spec
-            load = f"r{spec.rate:g}" if spec.open_loop else f"c{spec.concurrency}"
-            out = target.with_name(f"{target.stem}-{spec.mode}-{load}{target.suffix}")
+            out = target.with_name(f"{target.stem}-{result.label}{target.suffix}")
         out.write_bytes(hgrm_bytes(result.histograms.histograms[phase]))
 
 
