@@ -246,7 +246,8 @@ class FaultServer:
                 self._loop.close()
 
     async def _listen(self) -> int:
-        self._server = await asyncio.start_server(self._serve_connection, LOOPBACK, 0)
+        self._server = await asyncio.start_server(self._serve_connection, LOOPBACK, 0,
+                                                  limit=MAX_HEADER_BYTES)
         return self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
@@ -254,9 +255,10 @@ class FaultServer:
         self._server.close()
         # Handlers (a stall, an open keep-alive connection) are cancelled rather than awaited:
         # shutdown must be prompt whatever the clients are doing.
-        for task in list(self._handlers):
+        handlers = list(self._handlers)
+        for task in handlers:
             task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await asyncio.gather(*handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     # -- what tests read ---------------------------------------------------------
@@ -310,7 +312,10 @@ class FaultServer:
                 await self._respond(request, writer)
                 if not request.keep_alive:
                     break
-        except (_Reset, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (_Reset, ConnectionError, ValueError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
+            # A reset we made, a client that went away, or a request we cannot parse:
+            # all end this connection and nothing else.
             pass
         except asyncio.CancelledError:
             # Only _shutdown cancels handlers; ending quietly keeps asyncio from logging the
@@ -332,8 +337,6 @@ class FaultServer:
             if exc.partial:
                 raise
             return None
-        if len(head) > MAX_HEADER_BYTES:
-            raise ConnectionError("request head too large")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, _version = request_line.split(" ", 2)
         headers: dict[str, str] = {}
