@@ -57,6 +57,11 @@ _CURL_OUTCOMES: dict[int, Outcome] = {
     8: Outcome.MALFORMED,  # WEIRD_SERVER_REPLY
     61: Outcome.MALFORMED,  # BAD_CONTENT_ENCODING
 }
+#: what a user can do about a failure, by curl error code (shown beside curl's own message)
+_CURL_HINTS: dict[int, str] = {
+    28: "raise --timeout if the server is only slow",
+    60: "pass the server's CA with --cacert FILE, or skip verification with --insecure",
+}
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 # struct tcp_info (linux/tcp.h): tcpi_rtt (smoothed) at byte 68, tcpi_min_rtt (kernel >= 4.6) at 148.
@@ -68,10 +73,27 @@ def curl_version() -> str:
     return pycurl.version
 
 
-def outcome_of(curl_error: int, http_status: int, stream_ok: bool) -> Outcome:
-    """Classify a finished request (curl's error first, then HTTP status, then the stream)."""
+_RESENT_NOTE = (
+    "reset: a reused connection was reset before any response, and libcurl sent the request again "
+    "on a new connection (the server may have received it twice); counted as a reset"
+)
+
+
+def _curl_error_note(curl_error: int, message: str) -> str:
+    """One line for the report: the failure class, curl's code and message, and a hint."""
+    note = f"{_CURL_OUTCOMES.get(curl_error, Outcome.OTHER).key}: curl error {curl_error}: {message}"
+    hint = _CURL_HINTS.get(curl_error)
+    return f"{note} ({hint})" if hint else note
+
+
+def outcome_of(curl_error: int, http_status: int, stream_ok: bool, resent: bool = False) -> Outcome:
+    """Classify a finished request (curl's error first, then a re-send, then HTTP status, then
+    the stream). A re-sent request is the reset any other client would have reported, and its
+    marks add up two attempts: it stays out of the success histograms."""
     if curl_error:
         return _CURL_OUTCOMES.get(curl_error, Outcome.OTHER)
+    if resent:
+        return Outcome.RESET
     if http_status >= 500:
         return Outcome.HTTP_5XX
     if http_status >= 400:
@@ -138,7 +160,7 @@ class Transfer:
     __slots__ = (
         "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "first_byte_ns",
         "first_event_ns", "first_token_ns", "last_token_ns", "done_ns", "tokens", "usage_tokens",
-        "malformed", "itl_us", "token_lag_us", "measured",
+        "malformed", "itl_us", "token_lag_us", "measured", "resent",
     )  # fmt: skip
 
     def __init__(self, spec: RunSpec, request: Request) -> None:
@@ -160,6 +182,7 @@ class Transfer:
         self.tokens = 0
         self.usage_tokens = -1
         self.malformed = False
+        self.resent = False
         if self.streaming:
             self.parser = SSEParser()
             self.itl_us = []
@@ -206,7 +229,7 @@ class Transfer:
         new_connection = info(pycurl.NUM_CONNECTS) > 0
         marks = [info(m) if m is not None else -1 for m in _MARK_INFOS]
         stream_ok = not self.streaming or (not self.malformed and self.done_ns >= 0)
-        outcome = outcome_of(curl_error, status, stream_ok)
+        outcome = outcome_of(curl_error, status, stream_ok, self.resent)
         tcp_rtt = -1 if new_connection or outcome is not Outcome.OK else _tcp_rtt_us(self.handle)
         return (
             self.intended_start_us,
@@ -240,6 +263,9 @@ class MultiDriver:
         self.transfers = [Transfer(spec, request) for _ in range(slots)]
         self.idle = list(self.transfers)
         self._by_handle = {t.handle: t for t in self.transfers}
+        #: why requests failed, one report line per kind ("curl 60", "resent"), from its first occurrence
+        self.failure_notes: dict[str, str] = {}
+        self._request_size = 0  # bytes libcurl sends for one request (see _resent)
 
     @property
     def active(self) -> int:
@@ -270,7 +296,9 @@ class MultiDriver:
             queued, ok_handles, failed = self.multi.info_read()
             for handle in ok_handles:
                 self._complete(handle, 0, on_done)
-            for handle, curl_error, _message in failed:
+            for handle, curl_error, message in failed:
+                if f"curl {curl_error}" not in self.failure_notes:
+                    self.failure_notes[f"curl {curl_error}"] = _curl_error_note(curl_error, message)
                 self._complete(handle, curl_error, on_done)
             finished += len(ok_handles) + len(failed)
             if not queued:
@@ -278,9 +306,25 @@ class MultiDriver:
 
     def _complete(self, handle: pycurl.Curl, curl_error: int, on_done: Callable[[Transfer, int], None]) -> None:
         transfer = self._by_handle[handle]
+        transfer.resent = self._resent(handle)
         on_done(transfer, curl_error)  # before remove_handle: the socket is still the transfer's (TCP_INFO)
         self.multi.remove_handle(handle)
         self.idle.append(transfer)
+
+    def _resent(self, handle: pycurl.Curl) -> bool:
+        """Whether libcurl sent this request twice. When a reused connection dies before any
+        response byte, libcurl silently sends the request again on a new connection; the request
+        bytes then add up to two requests. Every request of a run is the same bytes, and the first
+        to complete ran on a new connection (nothing to reuse yet), so it gives one request's size.
+        Followed redirects add up too, so they are not judged."""
+        size = handle.getinfo(pycurl.REQUEST_SIZE)
+        if not self._request_size:
+            self._request_size = size
+            return False
+        if size < 2 * self._request_size or handle.getinfo(pycurl.REDIRECT_COUNT):
+            return False
+        self.failure_notes.setdefault("resent", _RESENT_NOTE)
+        return True
 
     def abort_all(self) -> None:
         """Stop every in-flight transfer without recording it (interrupted runs)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -29,6 +30,7 @@ ProgressCallback = Callable[[int, int], None]  # (completed, total or 0 when unk
 
 #: seconds a worker may take to start and warm up before the run is abandoned
 _READY_DEADLINE_S = 300.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class _LocalControl:
         self.progress = ctx.Array("q", workers, lock=False)
         self.ready = ctx.Array("b", workers, lock=False)
         self.start_at = ctx.Value("d", 0.0, lock=False)
+        self.parent_pid = os.getpid()
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
@@ -101,9 +104,23 @@ class _LocalControl:
 
 
 def _process_main(task: WorkerTask, control: _LocalControl, results: mp.Queue) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone decides, through control.stop.
+    # Ctrl-C, and a SIGTERM sent to the process group, reach every worker: the parent alone
+    # decides, through control.stop, so what the workers measured still comes back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(control.parent_pid)
     results.put(run_worker(task, control))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker ignores the stop signals, so it must not outlive its parent (a SIGKILLed
+    netbench): on Linux the kernel kills it when the parent dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's stop flag is all there is
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 @contextmanager
@@ -123,8 +140,13 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> tuple[list[WorkerResult], list[str], bool]:
-    """Run tasks in spawned processes. Returns (results, problems, interrupted)."""
+def stop_signal_name(received: list[int]) -> str | None:
+    """The name of the first signal that stopped a run ('SIGINT', 'SIGTERM'), or None."""
+    return signal.Signals(received[0]).name if received else None
+
+
+def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> tuple[list[WorkerResult], list[str], str | None]:
+    """Run tasks in spawned processes. Returns (results, problems, the signal that stopped the run)."""
     ctx = mp.get_context("spawn")
     control = _LocalControl(ctx, len(tasks))
     queue: mp.Queue = ctx.Queue()
@@ -162,7 +184,7 @@ def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> 
                 process.join()
             if i not in results:
                 problems.append(f"worker {i} (pid {process.pid}) died with exit code {process.exitcode}")
-    return [results[i] for i in sorted(results)], problems, bool(received)
+    return [results[i] for i in sorted(results)], problems, stop_signal_name(received)
 
 
 def _pending(index: int, results: dict[int, WorkerResult], exited_at: dict[int, float]) -> bool:
@@ -181,13 +203,21 @@ def run(spec: RunSpec, on_progress: ProgressCallback | None = None) -> RunResult
     if spec.backend == "ray":
         from netbench.ray_backend import run_ray
 
-        worker_results, problems, interrupted = run_ray(tasks, spec.ray_address)
+        worker_results, problems, stop_signal = run_ray(tasks, spec.ray_address)
     else:
-        worker_results, problems, interrupted = run_local(tasks, on_progress)
+        worker_results, problems, stop_signal = run_local(tasks, on_progress)
     result = merge_workers(target.spec, worker_results, started_at_s)
-    result.interrupted = interrupted or any(w.interrupted for w in worker_results)
+    result.interrupted = stop_signal is not None or any(w.interrupted for w in worker_results)
     result.notes = list(target.notes) + problems + [f"worker {w.index}: {w.error}" for w in worker_results if w.error]
+    result.notes += failure_notes(result, worker_results)
+    # A worker that died or raised took its share of the run with it: the run failed (exit 1).
+    lost = len(tasks) - len(worker_results) + sum(1 for w in worker_results if w.error)
+    if lost:
+        result.counters["workers_failed"] = lost
     result.context = {"url": target.request.url, "method": target.request.method, "libcurl": curl_version()}
+    if stop_signal is not None:
+        result.context["stop_signal"] = stop_signal
+        result.notes.append(f"stopped by {stop_signal}: the numbers cover the requests that finished before it")
     result.notes += client_bound_notes(result)
     return result
 
@@ -212,6 +242,20 @@ def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_
         started_at_s=min((w.started_at_s for w in worker_results if w.started_at_s), default=started_at_s),
         elapsed_s=max((w.elapsed_s for w in worker_results), default=0.0),
     )
+
+
+def failure_notes(result: RunResult, worker_results: list[WorkerResult]) -> list[str]:
+    """Why requests failed, in curl's words, and redirects that were measured, not followed."""
+    kinds: dict[str, str] = {}
+    for w in worker_results:
+        for kind, note in w.failure_notes.items():
+            kinds.setdefault(kind, note)
+    notes = [kinds[kind] for kind in sorted(kinds)]
+    redirects = {k: v for k, v in result.counters.items() if k.startswith("status_3")}
+    if redirects and not result.spec.follow_redirects:
+        statuses = ", ".join(f"HTTP {k[len('status_'):]} x{v}" for k, v in sorted(redirects.items()))
+        notes.append(f"redirects answered and not followed ({statuses}): pass --follow-redirects to measure the target")
+    return notes
 
 
 def client_bound_notes(result: RunResult) -> list[str]:
