@@ -16,6 +16,13 @@ Faults (path prefix -> behaviour on the completions endpoints):
   truncated-chunked    a chunk cut short, then FIN
   trickle              a valid short stream, body written one byte at a time
 Also `/health` (200) and `/v1/models` without a prefix.
+
+A prefix `every<K>-<fault>` (e.g. `/every3-reset-mid-stream/v1`) serves the fault to every K-th
+request of a path (the K-th, 2K-th, ..., counted per path) and a normal stream to the others,
+so one run mixes exact faults with successes: `openai_url(fault, every=K)`.
+Redirects (unprefixed): `/redirect-self` -> `http://127.0.0.1:PORT/echo` (the same host),
+`/redirect-localhost` -> `http://localhost:PORT/echo` (the same server under another host name);
+`/echo` answers 200. The headers of every request are kept per path (`headers_seen`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import socket
 import struct
 import threading
@@ -61,7 +69,8 @@ FAULTS = (
     "trickle",
 )
 
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 302: "Found", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error"}
 
 
 @dataclass
@@ -202,12 +211,20 @@ def _error_json(status: int) -> dict[str, object]:
                       "type": "server_error", "param": None, "code": None}}
 
 
-def _split_fault(path: str) -> tuple[str | None, str]:
-    """'/stall/v1/completions' -> ('stall', '/v1/completions'); unprefixed paths -> (None, path)."""
+_EVERY_PREFIX = re.compile(r"every([1-9][0-9]*)-(.+)")
+REDIRECTS = {"/redirect-self": LOOPBACK, "/redirect-localhost": "localhost"}
+
+
+def _split_fault(path: str) -> tuple[str | None, int, str]:
+    """'/stall/v1/completions' -> ('stall', 1, '/v1/completions'); '/every3-stall/v1/models' ->
+    ('stall', 3, '/v1/models'); unprefixed paths -> (None, 1, path)."""
     parts = path.split("/", 2)
-    if len(parts) == 3 and parts[1] in FAULTS:
-        return parts[1], "/" + parts[2]
-    return None, path
+    if len(parts) == 3:
+        match = _EVERY_PREFIX.fullmatch(parts[1])
+        fault, every = (match.group(2), int(match.group(1))) if match else (parts[1], 1)
+        if fault in FAULTS:
+            return fault, every, "/" + parts[2]
+    return None, 1, path
 
 
 class FaultServer:
@@ -225,6 +242,7 @@ class FaultServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self._requests: collections.Counter[str] = collections.Counter()
+        self._headers: collections.defaultdict[str, list[dict[str, str]]] = collections.defaultdict(list)
         self._connections = 0
         self.port = 0
 
@@ -267,11 +285,19 @@ class FaultServer:
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def openai_url(self, fault: str = "ok") -> str:
-        """The OpenAI base URL for a fault: openai_url('stall') -> http://127.0.0.1:P/stall/v1."""
+    def openai_url(self, fault: str = "ok", every: int = 1) -> str:
+        """The OpenAI base URL for a fault: openai_url('stall') -> http://127.0.0.1:P/stall/v1;
+        openai_url('stall', every=3) -> http://127.0.0.1:P/every3-stall/v1."""
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-        return f"{self.base_url}/{fault}/v1"
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        return f"{self.base_url}/{fault if every == 1 else f'every{every}-{fault}'}/v1"
+
+    def headers_seen(self, path: str) -> list[dict[str, str]]:
+        """The headers (names lower-cased) of every request to a path, in arrival order."""
+        with self._lock:
+            return [dict(h) for h in self._headers[path]]
 
     @property
     def requests(self) -> dict[str, int]:
@@ -291,6 +317,7 @@ class FaultServer:
     def reset_counts(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._headers.clear()
             self._connections = 0
 
     # -- HTTP ----------------------------------------------------------------------
@@ -309,7 +336,10 @@ class FaultServer:
                     break
                 with self._lock:
                     self._requests[request.path] += 1
-                await self._respond(request, writer)
+                    # Taken under the lock, so concurrent requests each get their own ordinal.
+                    ordinal = self._requests[request.path]
+                    self._headers[request.path].append(request.headers)
+                await self._respond(request, writer, ordinal)
                 if not request.keep_alive:
                     break
         except (_Reset, ConnectionError, ValueError, asyncio.IncompleteReadError,
@@ -350,10 +380,15 @@ class FaultServer:
         body = await reader.readexactly(length) if length else b""
         return _Request(method, target.split("?", 1)[0], headers, body)
 
-    async def _respond(self, request: _Request, writer: asyncio.StreamWriter) -> None:
-        fault, rest = _split_fault(request.path)
+    async def _respond(self, request: _Request, writer: asyncio.StreamWriter, ordinal: int) -> None:
+        fault, every, rest = _split_fault(request.path)
         keep = request.keep_alive
-        if rest == "/v1/models":
+        if fault is None and rest in REDIRECTS:
+            location = f"http://{REDIRECTS[rest]}:{self.port}/echo"
+            writer.write(_status_head(302, [("location", location), ("content-length", "0")]))
+        elif fault is None and rest == "/echo":
+            writer.write(_status_head(200, [("content-length", "3")]) + b"ok\n")
+        elif rest == "/v1/models":
             writer.write(_json_response(200, _models_json(), keep))
         elif fault is None and rest == "/health":
             writer.write(_status_head(200, [("content-length", "0")]))
@@ -361,6 +396,8 @@ class FaultServer:
             writer.write(_json_response(404, {"error": {"message": f"no route {request.path}",
                                                         "type": "not_found"}}, keep))
         else:
+            if ordinal % every:
+                fault = "ok"
             await self._completion(fault or "ok", rest == "/v1/chat/completions", request, writer)
         await writer.drain()
 

@@ -1,5 +1,9 @@
 """A private nginx master on free loopback ports (plain HTTP, HTTPS, HTTPS+HTTP/2) for tests.
 
+Requests to `/logged` (and only those) are written to `access_log_path`, one line each:
+`$arg_tag $connection $connection_requests $server_protocol $ssl_protocol`, so tests can see
+which connection and protocol served each request without slowing down the other locations.
+
 Each run writes its own config, certificates (a trustme CA and a leaf for 127.0.0.1 and
 localhost), pid file, logs and temp dirs into a temporary directory and runs
 `nginx -g 'daemon off;'` in the foreground; the system nginx service is never touched.
@@ -41,6 +45,7 @@ class NginxServer:
     https_url: str
     h2_url: str
     cacert_path: Path
+    access_log_path: Path
     http_port: int
     https_port: int
     h2_port: int
@@ -76,6 +81,7 @@ def _locations() -> str:
     return """
         location = / { return 200 "ok\\n"; }
         location = /null { return 200 "ok\\n"; }
+        location = /logged { return 200 "ok\\n"; }
         location = /redirect { return 302 /null; }
         location = /redirect-other { return 302 $scheme://localhost:$server_port/null; }
         location = /echo-auth { return 200 "$http_authorization"; }
@@ -105,7 +111,9 @@ error_log {prefix / 'error.log'} warn;
 worker_shutdown_timeout 2s;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format netbench '$arg_tag $connection $connection_requests $server_protocol $ssl_protocol';
+    map $uri $netbench_logged {{ /logged 1; default 0; }}
+    access_log {prefix / 'access.log'} netbench if=$netbench_logged;
     default_type text/plain;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
@@ -192,6 +200,7 @@ def run_nginx() -> Iterator[NginxServer]:
                     https_url=f"https://{LOOPBACK}:{https_port}",
                     h2_url=f"https://{LOOPBACK}:{h2_port}",
                     cacert_path=ca_path,
+                    access_log_path=prefix / "access.log",
                     http_port=http_port,
                     https_port=https_port,
                     h2_port=h2_port,

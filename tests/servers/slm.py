@@ -110,7 +110,10 @@ def run_slm_server(warm_up: bool = True) -> Iterator[SlmServer]:
                 proc = subprocess.Popen(
                     [str(SLM_PYTHON), "-m", "llama_cpp.server", "--model", str(model_path),
                      "--model_alias", MODEL_ALIAS, "--host", LOOPBACK, "--port", str(port),
-                     "--n_ctx", str(N_CTX)],
+                     "--n_ctx", str(N_CTX),
+                     # By default a new request cuts the stream in progress short (netbench
+                     # counts those as resets); a benchmark wants concurrent requests queued.
+                     "--interrupt_requests", "False"],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
