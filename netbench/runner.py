@@ -80,6 +80,16 @@ def plan(spec: RunSpec, request: Request, cores: int | None = None) -> list[Work
     return [WorkerTask(spec, request, i, workers, slots[i], counts[i], warmups[i]) for i in range(workers)]
 
 
+def _cores(spec: RunSpec) -> int | None:
+    """CPUs the default worker count is taken from: with Ray the cluster's (joining it
+    here), else None, this host's."""
+    if spec.backend != "ray":
+        return None
+    from netbench.ray_backend import cluster_cpus
+
+    return cluster_cpus(spec.ray_address)
+
+
 class _LocalControl:
     """Shared-memory control of local worker processes (see worker.WorkerControl)."""
 
@@ -198,12 +208,12 @@ def _pending(index: int, results: dict[int, WorkerResult], exited_at: dict[int, 
 def run(spec: RunSpec, on_progress: ProgressCallback | None = None) -> RunResult:
     """Measure one run: probe the target, run the workers, merge their results."""
     target = prepare(spec)
-    tasks = plan(target.spec, target.request)
+    tasks = plan(target.spec, target.request, _cores(spec))
     started_at_s = time.time()
     if spec.backend == "ray":
         from netbench.ray_backend import run_ray
 
-        worker_results, problems, stop_signal = run_ray(tasks, spec.ray_address)
+        worker_results, problems, stop_signal = run_ray(tasks, spec.ray_address, on_progress)
     else:
         worker_results, problems, stop_signal = run_local(tasks, on_progress)
     result = merge_workers(target.spec, worker_results, started_at_s)

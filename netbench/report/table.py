@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netbench.phases import PHASE_BY_NAME, PHASES, Phase
+from netbench.report.hosts import print_hosts
 from netbench.report.units import ms
 from netbench.results import RunResult
 from netbench.load_check import client_bound_reasons, offered_load
@@ -75,5 +76,6 @@ def footer_lines(result: RunResult) -> list[str]:
 def print_report(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(breakdown_table(result))
+    print_hosts(result, console)
     for line in footer_lines(result):
         console.print(line, highlight=False, markup=False)
