@@ -22,6 +22,7 @@ from netbench.load_check import load_notes
 from netbench.pacing import split_evenly
 from netbench.phases import RECORD_DTYPE
 from netbench.results import RunResult, WorkerInfo
+from netbench.server_metrics import Scrape, difference, scrape
 from netbench.spec import RunSpec
 from netbench.worker import WorkerResult, WorkerTask, run_worker
 from netbench.workloads import HEALTH_PATH, MODELS_PATH, Request, build_request
@@ -155,8 +156,11 @@ def stop_signal_name(received: list[int]) -> str | None:
     return signal.Signals(received[0]).name if received else None
 
 
-def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> tuple[list[WorkerResult], list[str], str | None]:
-    """Run tasks in spawned processes. Returns (results, problems, the signal that stopped the run)."""
+def run_local(
+    tasks: list[WorkerTask], on_progress: ProgressCallback | None, on_start: Callable[[], None] | None = None
+) -> tuple[list[WorkerResult], list[str], str | None]:
+    """Run tasks in spawned processes; `on_start` runs once every worker is warm, just before
+    the measured part begins. Returns (results, problems, the signal that stopped the run)."""
     ctx = mp.get_context("spawn")
     control = _LocalControl(ctx, len(tasks))
     queue: mp.Queue = ctx.Queue()
@@ -178,6 +182,8 @@ def run_local(tasks: list[WorkerTask], on_progress: ProgressCallback | None) -> 
             if control.start_at.value == 0.0:
                 alive_ready = all(control.ready[i] or not p.is_alive() for i, p in enumerate(processes))
                 if alive_ready:
+                    if on_start is not None:
+                        on_start()
                     control.start_at.value = time.time() + 0.01
                 elif time.monotonic() > ready_deadline:
                     problems.append(f"workers did not become ready within {_READY_DEADLINE_S:.0f} s")
@@ -210,13 +216,20 @@ def run(spec: RunSpec, on_progress: ProgressCallback | None = None) -> RunResult
     target = prepare(spec)
     tasks = plan(target.spec, target.request, _cores(spec))
     started_at_s = time.time()
+    # Server-side /metrics: scraped once the warm-up is over (local workers) and after the run,
+    # so the difference holds the measured requests only; Ray's pool offers no such moment.
+    before: list[Scrape] = []
     if spec.backend == "ray":
         from netbench.ray_backend import run_ray
 
+        before.append(scrape(target.spec))
         worker_results, problems, stop_signal = run_ray(tasks, spec.ray_address, on_progress)
     else:
-        worker_results, problems, stop_signal = run_local(tasks, on_progress)
+        worker_results, problems, stop_signal = run_local(tasks, on_progress, lambda: before.append(scrape(target.spec)))
     result = merge_workers(target.spec, worker_results, started_at_s)
+    if before:
+        warmup_included = spec.warmup if spec.backend == "ray" else 0
+        result.server_metrics = difference(before[0], scrape(target.spec), warmup_included)
     result.interrupted = stop_signal is not None or any(w.interrupted for w in worker_results)
     result.notes = list(target.notes) + problems + [f"worker {w.index}: {w.error}" for w in worker_results if w.error]
     result.notes += failure_notes(result, worker_results)

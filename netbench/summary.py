@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from netbench.load_check import client_bound_reasons, offered_load
+from netbench.analysis import split
 from netbench.phases import PHASES, Phase
 from netbench.report.hosts import host_summary
 from netbench.results import RunResult
@@ -76,6 +77,8 @@ def summarize(result: RunResult) -> dict[str, object]:
         "clamped_marks": result.counters.get("clamped_marks", 0),
         "overflow": {k: v for k, v in result.histograms.overflow.items() if v},
         "phases": phase_summary(result),
+        # network vs server share of the median request, TTFT beside TTFB, server-side /metrics
+        "split": split(result),
         # per client host: workers, requests, achieved rate, client CPU (see report/hosts.py)
         "hosts": host_summary(result),
         "notes": list(result.notes),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from netbench.analysis import server_side
 from netbench.phases import PHASE_BY_NAME, PHASES, Phase
 from netbench.report.hosts import print_hosts
-from netbench.report.units import ms
+from netbench.report.units import ms, ms_signed
 from netbench.results import RunResult
 from netbench.load_check import client_bound_reasons, offered_load
 from netbench.summary import applies
@@ -69,7 +70,36 @@ def footer_lines(result: RunResult) -> list[str]:
         lines.append("every request failed: the target did not serve this run")
     if counters.get("clamped_marks"):
         lines.append(f"clamped: {counters['clamped_marks']} requests had libcurl marks out of order (CPU starvation)")
+    lines += server_side_lines(result)
     lines += [f"note: {note}" for note in result.notes]
+    return lines
+
+
+def server_side_lines(result: RunResult) -> list[str]:
+    """The server's own /metrics beside the client's numbers, when the run scraped it."""
+    side = server_side(result)
+    if side is None:
+        return []
+    if not side["available"]:
+        return [f"server-side metrics: not available ({side['reason']})"]
+    lines = [f"server-side /metrics (p50/p95 {side['method']}; mean exact):"]
+    for key in ("ttft", "e2e", "queue", "itl"):
+        entry = side.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if entry["server_single_bucket"]:
+            low, high = entry["server_p50_bucket_us"]
+            spread = f"all in the {ms(low)}-{'inf' if high is None else ms(high)} ms bucket"
+        else:
+            p95 = ("≥ " if entry["server_p95_is_lower_bound"] else "") + ms(entry["server_p95_us"])
+            spread = f"p50 {ms(entry['server_p50_us'])} p95 {p95}"
+        line = f"  {key}: server {spread}, mean {ms(entry['server_mean_us'])} ms ({entry['count']} counted)"
+        if "client_p50_us" in entry:
+            line += f"; client p50 {ms(entry['client_p50_us'])} p95 {ms(entry['client_p95_us'])} mean {ms(entry['client_mean_us'])} ms"
+            line += f"; client - server (mean) {ms_signed(entry['gap_mean_us'])} ms"
+        lines.append(line)
+    if "note" in side:
+        lines.append(f"  {side['note']}")
     return lines
 
 

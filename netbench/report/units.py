@@ -13,3 +13,10 @@ def ms(value_us: float | None, na: str = "n/a") -> str:
     if value_ms < 100:
         return f"{value_ms:.2f}"
     return f"{value_ms:.1f}"
+
+
+def ms_signed(value_us: float | None, na: str = "n/a") -> str:
+    """Like `ms`, with an explicit sign: a difference."""
+    if value_us is None:
+        return na
+    return ("-" if value_us < 0 else "+") + ms(abs(value_us))

@@ -1,0 +1,366 @@
+"""The Markdown report (`benchmarks_out/network_latency_bench.md`): the seed's table with per-phase
+columns, server-side /metrics, "TTFT vs HTTP latency", the significance lines and the rule of
+thumb, all worded here from `netbench.analysis`'s numbers (nothing is computed twice)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from netbench.analysis import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    DOMINANT_SHARE,
+    NEGLIGIBLE_SHARE,
+    ConcurrencyEffect,
+    RuleOfThumb,
+    TtftReference,
+    TtftVsHttp,
+    Verdict,
+    concurrency_effects,
+    phase_stats,
+    rule_of_thumb,
+    server_side,
+    sorted_runs,
+    ttft_vs_http,
+)
+from netbench.phases import PHASES
+from netbench.report.units import ms, ms_signed
+from netbench.results import RunResult
+from netbench.summary import SEED_KEYS, applies, wall_seconds
+
+TITLE = "Network latency bench"
+
+#: how the parts of a baseline request are named in prose
+COMPONENT_LABELS = {
+    "connect": "connection setup (DNS + TCP + TLS, amortised over reused connections)",
+    "send": "request send",
+    "rtt": "network round trip",
+    "server_wait": "server wait (HTTP framework + handler, no model work)",
+    "response": "response transfer",
+}
+#: the same, short, for the rule of thumb
+COMPONENT_SHORT = {
+    "connect": "connection setup",
+    "send": "request send",
+    "rtt": "the network round trip",
+    "server_wait": "the server's HTTP framework and handler",
+    "response": "the response transfer",
+}
+PHASE_WORDS = {"e2e": "wall time", "ttft": "TTFT"}
+
+
+def percent(share: float) -> str:
+    value = share * 100
+    if value < 1:
+        return f"{value:.2f} %"
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
+def _cell(text: object) -> str:
+    """A table cell: pipes escaped, one line."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _label(result: RunResult) -> str:
+    spec = result.spec
+    return f"{spec.mode} at rate {spec.rate:g}/s" if spec.open_loop else f"{spec.mode} c={spec.concurrency}"
+
+
+# --- the runs table ------------------------------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def run_notes(result: RunResult) -> list[str]:
+    notes = ["interrupted"] if result.interrupted else []
+    if result.failed:
+        detail = ", ".join(f"{k} {v}" for k, v in result.failures.items())
+        notes.append(f"{result.failed} of {result.requests} failed ({detail})")
+    if result.spec.open_loop:
+        notes.append(f"open loop, {result.spec.rate:g}/s {result.spec.arrival}")
+    return notes + list(result.notes)
+
+
+def runs_table(results: Sequence[RunResult]) -> list[str]:
+    phases = [p for p in PHASES if any(applies(p, r) and phase_stats(r, p.name) is not None for r in results)]
+    header = [*SEED_KEYS, "notes", *(f"{p.name} p50 / p95 ms" for p in phases)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        median_s, p95_s = wall_seconds(result)
+        row = [result.spec.mode, result.spec.concurrency, result.spec.n, _seconds(median_s), _seconds(p95_s)]
+        row.append("; ".join(run_notes(result)))
+        for phase in phases:
+            stats = phase_stats(result, phase.name) if applies(phase, result) else None
+            row.append("" if stats is None else f"{ms(stats.p50_us)} / {ms(stats.p95_us)}")
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return lines
+
+
+# --- server-side /metrics -----------------------------------------------------------------
+
+
+def _bucket(bounds: list[float | None]) -> str:
+    low, high = bounds
+    return f"{ms(low)}–{'∞' if high is None else ms(high)}"
+
+
+def server_section(results: Sequence[RunResult]) -> list[str]:
+    sides = [(r, server_side(r)) for r in results]
+    if all(side is None for _, side in sides):
+        return []
+    lines = [
+        "## Server-side metrics (/metrics)",
+        "",
+        "Where the server exposes Prometheus `/metrics` (vLLM's histograms), netbench scrapes it before and after "
+        "the measured requests; the difference is the server's own view of the same requests. Server p50/p95 are "
+        "interpolated linearly within the histogram buckets (the bucket is shown: it is the resolution; \"all in\" "
+        "means every request fell in one bucket, so nothing finer is known); the mean comes from `_sum / _count` and "
+        "is exact. Client − server is the network + HTTP + framework overhead.",
+        "",
+    ]
+    rows = []
+    said: dict[str, list[str]] = {}  # one line per message, naming every run it is about
+    for result, side in sides:
+        if side is None:
+            continue
+        if not side["available"]:
+            said.setdefault(f"not available ({side['reason']})", []).append(_label(result))
+            continue
+        if "note" in side:
+            said.setdefault(str(side["note"]), []).append(_label(result))
+        for key in ("ttft", "e2e", "queue"):
+            entry = side.get(key)
+            if not isinstance(entry, dict):
+                continue
+            if entry["server_single_bucket"]:
+                p50 = p95 = f"all in {_bucket(entry['server_p50_bucket_us'])}"
+            else:
+                p50 = f"{ms(entry['server_p50_us'])} ({_bucket(entry['server_p50_bucket_us'])})"
+                open_p95 = "≥ " if entry["server_p95_is_lower_bound"] else ""
+                p95 = f"{open_p95}{ms(entry['server_p95_us'])} ({_bucket(entry['server_p95_bucket_us'])})"
+            rows.append([
+                _label(result),
+                entry["metric"],
+                entry["count"],
+                p50,
+                p95,
+                ms(entry["server_mean_us"]),
+                ms(entry.get("client_p50_us"), na=""),
+                ms(entry.get("client_mean_us"), na=""),
+                ms_signed(entry.get("gap_mean_us"), na=""),
+            ])  # fmt: skip
+    lines += [f"- {', '.join(labels)}: {message}." for message, labels in said.items()]
+    if rows:
+        if lines[-1] != "":
+            lines.append("")
+        header = ["run", "metric", "counted", "server p50 ms (bucket)", "server p95 ms (bucket)", "server mean ms",
+                  "client p50 ms", "client mean ms", "client − server (mean) ms"]  # fmt: skip
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+# --- TTFT vs HTTP latency -----------------------------------------------------------------
+
+
+def _verdict_words(verdict: Verdict) -> str:
+    return {
+        Verdict.NEGLIGIBLE: "negligible",
+        Verdict.NON_TRIVIAL: "a non-trivial gap",
+        Verdict.DOMINANT: "the larger part: the HTTP path dominates",
+    }[verdict]
+
+
+def ttft_section(comparison: TtftVsHttp) -> list[str]:
+    c = comparison
+    lines = ["## TTFT vs HTTP latency", ""]
+    rows = []
+    measured = c.measured_ttft
+    measured_ttft = None if measured is None else phase_stats(measured, "ttft")
+    if c.ttft_us is not None:
+        if measured is not None and measured_ttft is not None and c.ttft_source and c.ttft_source.startswith("p50 of"):
+            rows.append(["warm TTFT", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
+                         f"{measured.spec.mode} at concurrency 1, {measured_ttft.count} requests"])  # fmt: skip
+        else:
+            rows.append(["warm TTFT (reference)", ms(c.ttft_us), "", c.ttft_source])
+            if measured is not None and measured_ttft is not None:
+                rows.append(["TTFT measured here", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
+                             f"{measured.spec.mode} at concurrency 1, {measured_ttft.count} requests"])  # fmt: skip
+    if c.baseline is not None:
+        e2e = phase_stats(c.baseline, "e2e")
+        count = 0 if e2e is None else e2e.count
+        rows.append(["HTTP wall time, baseline", ms(c.baseline_p50_us), ms(c.baseline_p95_us),
+                     f"{c.baseline.spec.mode} at concurrency 1 (no model work), {count} requests"])  # fmt: skip
+    if rows:
+        lines += ["| | p50 ms | p95 ms | from |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
+        lines.append("")
+    for reason in c.missing:
+        lines.append(f"- Missing: {reason}.")
+    if c.overhead_us is not None and c.ttft_us is not None and c.share is not None and c.verdict is not None:
+        what = "the baseline's HTTP wall time" if c.overhead_source == "baseline" else "client − server-side TTFT (mean)"
+        lines.append(
+            f"- **Overhead: {ms(c.overhead_us)} ms ({what}) against a warm TTFT of {ms(c.ttft_us)} ms: "
+            f"{percent(c.share)} of it, {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
+            f"negligible; {percent(DOMINANT_SHARE)} or more means the HTTP path, not the model, dominates.)"
+        )
+    elif c.overhead_us is None:
+        lines.append("- Overhead: not measured (it needs a baseline run, or server-side TTFT from /metrics).")
+    if c.components and c.carrier is not None:
+        parts = ", ".join(f"{COMPONENT_LABELS[p.key]} {ms(p.us)} ms" for p in sorted(c.components, key=lambda p: -p.us))
+        lines.append(
+            f"- Where the baseline's time goes (p50 of each part): {parts}. "
+            f"The largest part is the {COMPONENT_LABELS[c.carrier.key]}."
+        )
+    if measured is not None:
+        ttfb, after = phase_stats(measured, "ttfb"), phase_stats(measured, "ttft_after_headers")
+        if ttfb is not None and after is not None and measured_ttft is not None:
+            lines.append(
+                f"- In the {measured.spec.mode} run at concurrency 1 the response headers came after "
+                f"{ms(ttfb.p50_us)} ms (TTFB p50) and the first token {ms(after.p50_us)} ms after them "
+                f"(TTFT after headers p50): of a TTFT of {ms(measured_ttft.p50_us)} ms, "
+                f"{percent(after.p50_us / measured_ttft.p50_us if measured_ttft.p50_us else 0)} is spent after the "
+                "server has answered (queue + prefill)."
+            )
+        lines.append(_server_ttft_line(c, measured))
+    return lines + [""]
+
+
+def _server_ttft_line(c: TtftVsHttp, measured: RunResult) -> str:
+    side = server_side(measured)
+    if side is None:
+        return "- Server-side TTFT: the run file holds no /metrics scrape."
+    if not side["available"]:
+        return f"- Server-side TTFT: not available ({side['reason']})."
+    if c.server_ttft is None or c.server_gap_us is None:
+        return "- Server-side TTFT: /metrics has no TTFT histogram with this run's requests."
+    s = c.server_ttft
+    bucket = f"{ms(s.p50_bucket_us[0])}–{ms(s.p50_bucket_us[1])} ms bucket"
+    p50 = f"all in the {bucket}" if s.single_bucket else f"p50 {ms(s.p50_us)} ms (interpolated within the {bucket})"
+    return (
+        f"- Server-side TTFT ({s.metric}, {s.count} requests): mean {ms(s.mean_us)} ms (exact), {p50}. Client TTFT − "
+        f"server TTFT = {ms_signed(c.server_gap_us)} ms (means): the network + HTTP + framework overhead of a stream."
+    )
+
+
+# --- significance -------------------------------------------------------------------------
+
+
+def effect_line(effect: ConcurrencyEffect) -> str:
+    head = f"{effect.mode}, {PHASE_WORDS.get(effect.phase, effect.phase)}: c={effect.concurrency} vs c={effect.base_concurrency}"
+    d = effect.diff
+    if d is None:
+        return f"- {head}: could not be tested ({effect.reason})."
+    verdict = "**significant**" if d.significant else "not significant"
+    return (
+        f"- {head}: {ms_signed(d.diff)} ms (95 % CI {ms_signed(d.low)} to {ms_signed(d.high)} ms; "
+        f"medians {ms(d.median_a)} → {ms(d.median_b)} ms, n {d.n_a} / {d.n_b}): {verdict}."
+    )
+
+
+def significance_section(effects: Sequence[ConcurrencyEffect], resamples: int, seed: int) -> list[str]:
+    lines = ["## Does concurrency change latency?", ""]
+    if not effects:
+        return lines + ["No run at a concurrency above 1: nothing to compare.", ""]
+    lines += [
+        f"Median at concurrency C minus median at concurrency 1, with a bootstrap {CONFIDENCE * 100:.0f} % confidence "
+        f"interval ({resamples} resamples, seed {seed}) on the per-request records; significant when the interval "
+        "excludes 0.",
+        "",
+    ]
+    return lines + [effect_line(e) for e in effects] + [""]
+
+
+# --- the rule of thumb --------------------------------------------------------------------
+
+
+def rule_of_thumb_text(rule: RuleOfThumb) -> str:
+    """One or two sentences with the measured numbers in them; the verdict follows the data."""
+    if rule.verdict is None or rule.overhead_us is None or rule.ttft_us is None or rule.share is None:
+        return "No rule of thumb from these runs: " + "; ".join(rule.missing or ("the numbers are missing",)) + "."
+    x, t, s = ms(rule.overhead_us), ms(rule.ttft_us), percent(rule.share)
+    overhead = "HTTP overhead" if rule.overhead_source == "baseline" else "HTTP overhead (client − server TTFT)"
+    carrier = f", mostly {COMPONENT_SHORT[rule.carrier.key]}" if rule.carrier is not None else ""
+    if rule.verdict is Verdict.NEGLIGIBLE:
+        text = (
+            f"On this node, {overhead} is ~{x} ms on top of warm TTFT ({t} ms; {s} of it); meaningful latency "
+            "changes will mostly come from model/runtime tuning, not network."
+        )
+    elif rule.verdict is Verdict.NON_TRIVIAL:
+        text = (
+            f"On this node, {overhead} is ~{x} ms on top of warm TTFT ({t} ms; {s} of it){carrier}: a non-trivial "
+            "gap, so trimming the HTTP path is worth doing alongside model/runtime tuning."
+        )
+    else:
+        text = (
+            f"On this node, {overhead} is ~{x} ms against a warm TTFT of {t} ms ({s} of it){carrier}: the "
+            "network/HTTP path, not the model, dominates, so latency work should start with the serving stack "
+            "rather than model/runtime tuning."
+        )
+    effect = rule.concurrency
+    if effect is not None and effect.diff is not None:
+        d, what = effect.diff, PHASE_WORDS.get(effect.phase, effect.phase)
+        interval = f"95 % CI {ms_signed(d.low)} to {ms_signed(d.high)} ms"
+        if d.significant:
+            direction = "raises" if d.diff > 0 else "lowers"
+            text += (
+                f" Concurrency {effect.concurrency} {direction} median {what} by {ms(abs(d.diff))} ms against "
+                f"concurrency 1 ({interval})."
+            )
+        else:
+            text += (
+                f" Concurrency {effect.concurrency} does not change median {what} significantly against concurrency 1 "
+                f"({ms_signed(d.diff)} ms, {interval})."
+            )
+    return text
+
+
+# --- the whole report ---------------------------------------------------------------------
+
+
+def render_markdown(
+    results: Sequence[RunResult],
+    ttft_ref: TtftReference | None = None,
+    plots: Sequence[tuple[str, str]] = (),
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> str:
+    """The report; `plots` are (caption, link relative to the report) pairs."""
+    runs = sorted_runs(results)
+    comparison = ttft_vs_http(runs, ttft_ref)
+    effects = concurrency_effects(runs, resamples, seed)
+    rule = rule_of_thumb(comparison, effects)
+    urls = ", ".join(dict.fromkeys(str(r.context.get("url", r.spec.url)) for r in runs))
+    started = min((r.started_at_s for r in runs), default=0.0)
+    when = datetime.fromtimestamp(started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    libcurl = ", ".join(dict.fromkeys(str(r.context["libcurl"]).split(" ")[1] for r in runs if "libcurl" in r.context))
+    lines = [
+        f"# {TITLE}",
+        "",
+        f"{len(runs)} run{'' if len(runs) == 1 else 's'} against {urls or 'no target'}, the first started {when}"
+        + (f"; client {libcurl}." if libcurl else "."),
+        "",
+        "## Runs",
+        "",
+        *runs_table(runs),
+        "",
+        "Phases are p50 / p95 in ms over the successful requests. rtt: the TCP handshake of new connections, the "
+        "kernel's smoothed RTT (TCP_INFO) on reused ones; network = dns + connect + tls + send + rtt; "
+        "server = wait − rtt; ttft_after_headers = ttft − ttfb.",
+        "",
+        *server_section(runs),
+        *ttft_section(comparison),
+        *significance_section(effects, resamples, seed),
+        "## Rule of thumb",
+        "",
+        f"> {rule_of_thumb_text(rule)}",
+        "",
+    ]
+    if plots:
+        lines += ["## Plots", ""]
+        for caption, link in plots:
+            lines += [f"![{caption}]({link})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Server-side truth: scrape Prometheus `/metrics` before and after a run and take the difference.
+
+vLLM (and SGLang, with its own prefix) export latency histograms measured inside the server:
+time to first token, end-to-end latency, queue time. The difference of two scrapes is the
+server-side distribution of the requests sent in between; client minus server is the network +
+HTTP + framework overhead (DESIGN.md, "Network vs server split"). Bucket counts only bound a
+percentile, so `bucket_percentile` interpolates linearly within the bucket, as Prometheus's
+`histogram_quantile` does, and every output says so. A server without `/metrics` (the llama.cpp
+Python server) is reported as not available, with the reason; nothing is guessed.
+
+The stored form (`RunResult.server_metrics`) is plain JSON: it survives the run file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from netbench.curl import fetch
+from netbench.spec import RunSpec
+from netbench.workloads import Request, api_base, request_headers
+
+METRICS_PATH = "/metrics"
+#: a scrape is a probe, not part of the run: it must not hold the run up for long
+_SCRAPE_TIMEOUT_S = 10.0
+#: histogram name suffixes (after "vllm:" or "sglang:") -> the client phase they correspond to
+HISTOGRAMS: dict[str, str] = {
+    "ttft": "time_to_first_token_seconds",
+    "e2e": "e2e_request_latency_seconds",
+    "queue": "request_queue_time_seconds",
+    "itl": "inter_token_latency_seconds",
+}
+_PREFIXES = ("vllm:", "sglang:")
+_SUCCESS_COUNTER = "request_success"
+INTERPOLATION_NOTE = "interpolated linearly within histogram buckets"
+
+
+@dataclass
+class Scrape:
+    """One scrape: the histograms and counters of interest, or why there are none."""
+
+    url: str
+    error: str | None = None
+    #: key ("ttft", ...) -> (metric name, {upper bound: cumulative count}, sum in s, count)
+    histograms: dict[str, tuple[str, dict[float, float], float, float]] = field(default_factory=dict)
+    #: finished_reason -> requests counted by the server's success counter
+    successes: dict[str, float] = field(default_factory=dict)
+    families: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def metrics_url(spec: RunSpec) -> str:
+    """The server's /metrics: beside /v1 for the OpenAI modes, at the origin for --mode get."""
+    if spec.mode == "get":
+        parts = urlsplit(spec.url)
+        return urlunsplit((parts.scheme, parts.netloc, METRICS_PATH, "", ""))
+    return api_base(spec.url) + METRICS_PATH
+
+
+def scrape(spec: RunSpec) -> Scrape:
+    """GET /metrics (through curl.fetch, with the run's TLS and auth settings) and parse it."""
+    url = metrics_url(spec)
+    probe = spec.replace(timeout_s=min(spec.timeout_s, _SCRAPE_TIMEOUT_S))
+    status, body, curl_error = fetch(probe, Request(url, "GET", request_headers(spec, False), None, False))
+    if curl_error:
+        return Scrape(url, error=f"the scrape failed (curl error {curl_error})")
+    if status != 200:
+        return Scrape(url, error=f"HTTP {status} from {METRICS_PATH}: the server does not expose Prometheus metrics")
+    return parse(url, body.decode("utf-8", errors="replace"))
+
+
+def parse(url: str, text: str) -> Scrape:
+    """Read Prometheus text with prometheus_client's parser; keep the latency histograms."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, IndexError) as error:
+        return Scrape(url, error=f"{METRICS_PATH} is not Prometheus text ({error})")
+    if not families:
+        return Scrape(url, error=f"{METRICS_PATH} is empty")
+    out = Scrape(url, families=len(families))
+    for family in families:
+        base = _unprefixed(family.name)
+        if base is None:
+            continue
+        if family.type == "histogram":
+            for key, suffix in HISTOGRAMS.items():
+                if base == suffix:
+                    out.histograms[key] = _histogram(family)
+        elif family.type == "counter" and base == _SUCCESS_COUNTER:
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    reason = sample.labels.get("finished_reason", "")
+                    out.successes[reason] = out.successes.get(reason, 0.0) + sample.value
+    return out
+
+
+def _unprefixed(name: str) -> str | None:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return None
+
+
+def _histogram(family: object) -> tuple[str, dict[float, float], float, float]:
+    """Sum every label set (models, engines) into one cumulative bucket table."""
+    buckets: dict[float, float] = {}
+    total_s = count = 0.0
+    for sample in family.samples:  # type: ignore[attr-defined]
+        if sample.name.endswith("_bucket"):
+            bound = float(sample.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        elif sample.name.endswith("_sum"):
+            total_s += sample.value
+        elif sample.name.endswith("_count"):
+            count += sample.value
+    return family.name, buckets, total_s, count  # type: ignore[attr-defined]
+
+
+def difference(before: Scrape, after: Scrape, warmup_included: int = 0) -> dict[str, object]:
+    """What the server counted between two scrapes, as the JSON stored in the run file."""
+    if not before.ok or not after.ok:
+        return {"available": False, "url": after.url, "reason": before.error or after.error}
+    histograms: dict[str, object] = {}
+    for key, (name, buckets_after, sum_after, count_after) in after.histograms.items():
+        if key not in before.histograms:
+            continue
+        _, buckets_before, sum_before, count_before = before.histograms[key]
+        bounds = sorted(buckets_after)
+        deltas = [buckets_after[b] - buckets_before.get(b, 0.0) for b in bounds]
+        if count_after < count_before or any(d < 0 for d in deltas):
+            return {"available": False, "url": after.url, "reason": "the server's counters went backwards (a restart during the run)"}
+        histograms[key] = {
+            "metric": name,
+            "count": int(round(count_after - count_before)),
+            "sum_s": sum_after - sum_before,
+            "buckets": [[_bound_text(b), int(round(d))] for b, d in zip(bounds, deltas)],
+        }
+    if not histograms:
+        return {"available": False, "url": after.url, "reason": f"{METRICS_PATH} has no vLLM-style latency histograms"}
+    successes = {k: int(round(v - before.successes.get(k, 0.0))) for k, v in after.successes.items()}
+    return {
+        "available": True,
+        "url": after.url,
+        "method": INTERPOLATION_NOTE,
+        "warmup_included": warmup_included,
+        "histograms": histograms,
+        "successes": {k: v for k, v in successes.items() if v},
+    }
+
+
+def _bound_text(bound: float) -> str | float:
+    return "+Inf" if math.isinf(bound) else bound
+
+
+def unavailable(url: str, reason: str) -> dict[str, object]:
+    return {"available": False, "url": url, "reason": reason}
+
+
+@dataclass(frozen=True)
+class BucketQuantile:
+    """A quantile read from cumulative buckets, in the bounds' unit: the interpolated value and
+    the bucket it lies in. `open`: the rank lies in the +Inf bucket, so `value` is the last
+    finite bound, a lower bound only."""
+
+    value: float
+    low: float
+    high: float
+    open: bool = False
+
+
+def bucket_percentile(buckets: list[tuple[float, float]], q: float) -> BucketQuantile | None:
+    """The q-quantile (0..1) of cumulative buckets [(upper bound, cumulative count)],
+    interpolated linearly within its bucket, as Prometheus's histogram_quantile does (the first
+    bucket starts at 0). None when the buckets counted nothing."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank and cumulative > lower_count:
+            if math.isinf(bound):
+                return BucketQuantile(lower_bound, lower_bound, bound, open=True)
+            fraction = (rank - lower_count) / (cumulative - lower_count)
+            return BucketQuantile(lower_bound + (bound - lower_bound) * fraction, lower_bound, bound)
+        if not math.isinf(bound):
+            lower_bound = bound
+        lower_count = cumulative
+    return BucketQuantile(lower_bound, lower_bound, math.inf, open=True)
+
+
+@dataclass(frozen=True)
+class ServerPercentiles:
+    """Server-side p50/p95 of one histogram in µs, interpolated within buckets (`*_bucket_us`
+    is the bucket each lies in: the resolution), and the exact mean from _sum / _count."""
+
+    key: str
+    metric: str
+    count: int
+    p50_us: float
+    p95_us: float
+    p50_bucket_us: tuple[float, float]
+    p95_bucket_us: tuple[float, float]
+    p95_open: bool
+    mean_us: float
+    #: every counted request fell in one bucket: the interpolated values only say "in this bucket"
+    single_bucket: bool = False
+
+
+def percentiles(server_metrics: dict[str, object] | None) -> dict[str, ServerPercentiles]:
+    """The server-side percentiles of each stored histogram that counted any request."""
+    if not server_metrics or not server_metrics.get("available"):
+        return {}
+    out: dict[str, ServerPercentiles] = {}
+    for key, h in server_metrics.get("histograms", {}).items():  # type: ignore[union-attr]
+        count = int(h["count"])
+        buckets = [(float(b), float(c)) for b, c in h["buckets"]]
+        p50, p95 = bucket_percentile(buckets, 0.50), bucket_percentile(buckets, 0.95)
+        if count <= 0 or p50 is None or p95 is None:
+            continue
+        out[key] = ServerPercentiles(
+            key=key,
+            metric=str(h["metric"]),
+            count=count,
+            p50_us=p50.value * 1e6,
+            p95_us=p95.value * 1e6,
+            p50_bucket_us=(p50.low * 1e6, p50.high * 1e6),
+            p95_bucket_us=(p95.low * 1e6, p95.high * 1e6),
+            p95_open=p95.open,
+            mean_us=float(h["sum_s"]) / count * 1e6,
+            single_bucket=any(c == count for _, c in _per_bucket(buckets)),
+        )
+    return out
+
+
+def _per_bucket(buckets: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Cumulative counts -> counts per bucket."""
+    out, previous = [], 0.0
+    for bound, cumulative in sorted(buckets):
+        out.append((bound, cumulative - previous))
+        previous = cumulative
+    return out

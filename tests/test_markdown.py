@@ -1,0 +1,82 @@
+"""The Markdown report against golden files built from synthetic, deterministic RunResults.
+
+Regenerate deliberately, after checking the difference by eye:
+    NETBENCH_UPDATE_GOLDEN=1 pytest tests/test_markdown.py
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+from netbench.analysis import TtftReference, concurrency_effects, rule_of_thumb, ttft_vs_http
+from netbench.report.markdown import render_markdown, rule_of_thumb_text
+from tests.synthetic_runs import make_run, sweep
+
+GOLDEN = Path(__file__).parent / "golden"
+PLOTS = (("Phases stacked per mode and concurrency (p50)", "network_latency_phases.png"),)
+
+
+def _check(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("NETBENCH_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with NETBENCH_UPDATE_GOLDEN=1 once, and read it"
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+@functools.cache  # each report takes seconds: hdrh computes means in pure Python
+def _scenarios() -> dict[str, str]:
+    unavailable = {"available": False, "url": "http://127.0.0.1:8000/metrics",
+                   "reason": "HTTP 404 from /metrics: the server does not expose Prometheus metrics"}  # fmt: skip
+    no_baseline = sweep(modes=("completions",), levels=(1, 4), keep_records=False, server_side=False)
+    for run in no_baseline:
+        run.server_metrics = unavailable
+    noted = make_run("health", 1, [300] * 8, notes=["the server has no /health (HTTP 404): measuring GET /v1/models instead"])
+    noted.counters.update(requests=2, timeout=2)
+    return {
+        # what `make bench` makes: health and completions at 1, 4, 8, with vLLM-style /metrics
+        "sweep.md": render_markdown(sweep(), plots=PLOTS),
+        # a fast model behind a slow HTTP layer: the verdict turns
+        "dominant.md": render_markdown(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1, 4))),
+        # no baseline, no records, no /metrics, an external TTFT reference
+        "missing.md": render_markdown(no_baseline, TtftReference(27_000, "--ttft-ref 27ms")),
+        # failures and notes in the seed's notes column; nothing to compare against
+        "notes.md": render_markdown([noted]),
+    }
+
+
+@pytest.mark.parametrize("name", ["sweep.md", "dominant.md", "missing.md", "notes.md"])
+def test_markdown_matches_its_golden_file(name):
+    _check(name, _scenarios()[name])
+
+
+def test_the_report_has_every_section_the_seed_asks_for():
+    text = (GOLDEN / "sweep.md").read_text()
+    assert "| mode | concurrency | n | median_wall_s | p95_wall_s | notes |" in text
+    for heading in ("## TTFT vs HTTP latency", "## Does concurrency change latency?", "## Rule of thumb", "## Plots"):
+        assert heading in text
+    assert "![Phases stacked per mode and concurrency (p50)](network_latency_phases.png)" in text
+
+
+def test_the_rule_of_thumb_follows_the_data():
+    calm = sweep(levels=(1, 8))
+    text = rule_of_thumb_text(rule_of_thumb(ttft_vs_http(calm), concurrency_effects(calm)))
+    assert text.startswith("On this node, HTTP overhead is ~0.")
+    assert "model/runtime tuning, not network" in text
+    assert "Concurrency 8 raises median TTFT by" in text
+    slow_http = sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1,))
+    text = rule_of_thumb_text(rule_of_thumb(ttft_vs_http(slow_http), []))
+    assert "dominates" in text and "not network" not in text
+    assert "the server's HTTP framework and handler" in text
+    middle = sweep(ttft_us=10_000, http_delay_us=2_000, levels=(1,))
+    assert "non-trivial" in rule_of_thumb_text(rule_of_thumb(ttft_vs_http(middle), []))
+
+
+def test_pipes_in_notes_do_not_break_the_table():
+    text = render_markdown([make_run("health", 1, [300] * 5, notes=["a | b"])])
+    assert "a \\| b" in text
