@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from netbench.load_check import client_bound_reasons, offered_load
 from netbench.analysis import split
+from netbench.load_check import client_bound_reasons, offered_load
 from netbench.phases import PHASES, Phase
 from netbench.report.hosts import host_summary
 from netbench.results import RunResult
