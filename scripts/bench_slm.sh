@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The same sweep against the real llama.cpp server running SmolLM2-135M-Instruct: installs it
 # (scripts/ensure_slm.sh), starts it on a free loopback port, runs scripts/bench.sh, stops it.
+# --interrupt_requests False: by default the server cuts off the stream in progress when
+# another request arrives, and concurrency 4 and 8 would measure cut-off streams.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 model="$(bash "$HERE/ensure_slm.sh")"
 port="$("$REPO/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
-"$REPO/.venv-slm/bin/python" -m llama_cpp.server --model "$model" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+"$REPO/.venv-slm/bin/python" -m llama_cpp.server --model "$model" --model_alias SmolLM2-135M-Instruct --interrupt_requests False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 server_pid=$!
 trap 'kill -TERM $server_pid 2>/dev/null; wait $server_pid 2>/dev/null; rm -f "$log"' EXIT
 url="http://127.0.0.1:$port"

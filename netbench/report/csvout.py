@@ -75,6 +75,7 @@ def append_rows(path: str | Path, results: list[RunResult]) -> None:
     concurrent writers: the whole append happens under an exclusive lock, as one write."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    rows = [csv_row(result) for result in results]  # built before the lock: other writers wait less
     with open(target, "a+", newline="") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -86,8 +87,7 @@ def append_rows(path: str | Path, results: list[RunResult]) -> None:
             writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
             if not header:
                 writer.writeheader()
-            for result in results:
-                writer.writerow(csv_row(result))
+            writer.writerows(rows)
             handle.seek(0, io.SEEK_END)
             handle.write(buffer.getvalue())
             handle.flush()
