@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import csv
 import enum
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from netbench.histograms import PhaseHistograms, PhaseStats
 from netbench.outcomes import Outcome
 from netbench.phases import derive
 from netbench.results import RunResult
@@ -38,22 +36,6 @@ BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 #: fewer per-request values than this on either side cannot support an interval
 MIN_SAMPLES = 5
-
-
-_STATS: weakref.WeakKeyDictionary[PhaseHistograms, dict[str, tuple[int, PhaseStats | None]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def phase_stats(result: RunResult, phase: str) -> PhaseStats | None:
-    """`result.stats(phase)`, computed once: hdrh walks the histogram in pure Python for every
-    percentile and mean (tenths of a second a phase), and a report asks for each phase many
-    times. Recomputed when the histogram's count has changed."""
-    cache = _STATS.setdefault(result.histograms, {})
-    count = result.histograms.histograms[phase].total_count
-    if phase not in cache or cache[phase][0] != count:
-        cache[phase] = (count, result.stats(phase))
-    return cache[phase][1]
 
 
 class Verdict(str, enum.Enum):
@@ -72,7 +54,7 @@ def verdict_for(share: float) -> Verdict:
 
 
 def _p50(result: RunResult, phase: str) -> int | None:
-    stats = phase_stats(result, phase)
+    stats = result.stats(phase)
     return None if stats is None else stats.p50_us
 
 
@@ -100,9 +82,9 @@ def split(result: RunResult) -> dict[str, object] | None:
         "after_headers_share": _share(after_headers, e2e),
     }
     if result.spec.streaming:
-        ttft = phase_stats(result, "ttft")
-        ttfb_stats = phase_stats(result, "ttfb")
-        after = phase_stats(result, "ttft_after_headers")
+        ttft = result.stats("ttft")
+        ttfb_stats = result.stats("ttfb")
+        after = result.stats("ttft_after_headers")
         out["stream"] = {
             "ttfb_p50_us": None if ttfb_stats is None else ttfb_stats.p50_us,
             "ttfb_p95_us": None if ttfb_stats is None else ttfb_stats.p95_us,
@@ -126,7 +108,7 @@ def server_side(result: RunResult) -> dict[str, object] | None:
         return {"available": False, "reason": metrics.get("reason")}
     out: dict[str, object] = {"available": True, "method": INTERPOLATION_NOTE}
     for key, server in percentiles(metrics).items():
-        client = phase_stats(result, key) if key in ("ttft", "e2e", "itl") else None
+        client = result.stats(key) if key in ("ttft", "e2e", "itl") else None
         entry: dict[str, object] = {
             "metric": server.metric,
             "count": server.count,
@@ -288,7 +270,7 @@ def baseline_components(result: RunResult) -> tuple[Component, ...]:
     ok = result.ok or 1
     setup = 0.0
     for phase in ("dns", "connect", "tls"):
-        stats = phase_stats(result, phase)
+        stats = result.stats(phase)
         if stats is not None:
             setup += stats.mean_us * stats.count / ok
     e2e, ttfb = _p50(result, "e2e"), _p50(result, "ttfb")
@@ -305,7 +287,7 @@ def baseline_components(result: RunResult) -> tuple[Component, ...]:
 def ttft_vs_http(results: Sequence[RunResult], ttft_ref: TtftReference | None = None) -> TtftVsHttp:
     missing: list[str] = []
     stream = _find(results, STREAMING_MODES)
-    ttft_stats = None if stream is None else phase_stats(stream, "ttft")
+    ttft_stats = None if stream is None else stream.stats("ttft")
     if ttft_ref is not None:
         ttft_us, ttft_source = ttft_ref.ttft_us, ttft_ref.source
     elif ttft_stats is not None and stream is not None:
@@ -325,7 +307,7 @@ def ttft_vs_http(results: Sequence[RunResult], ttft_ref: TtftReference | None = 
     baseline_p50 = baseline_p95 = overhead = None
     overhead_source = None
     if baseline is not None:
-        e2e = phase_stats(baseline, "e2e")
+        e2e = baseline.stats("e2e")
         assert e2e is not None  # ok > 0
         baseline_p50, baseline_p95 = float(e2e.p50_us), float(e2e.p95_us)
         overhead, overhead_source = baseline_p50, "baseline"

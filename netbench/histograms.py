@@ -87,7 +87,7 @@ class PhaseHistograms:
         count = histogram.total_count
         if count == 0:
             return None
-        p50, p95, p99 = (histogram.get_value_at_percentile(q) for q in PERCENTILES)
+        p50, p95, p99 = percentiles_us(histogram, PERCENTILES)
         return PhaseStats(
             count=count,
             p50_us=p50,
@@ -95,5 +95,40 @@ class PhaseHistograms:
             p99_us=p99,
             max_us=histogram.get_max_value(),
             min_us=histogram.get_min_value(),
-            mean_us=histogram.get_mean_value(),
+            mean_us=mean_us(histogram),
         )
+
+
+def _recorded(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lowest equivalent value, size of its equivalent range, count) of every non-empty bucket.
+
+    hdrh walks its ~23,000 counts in pure Python for each percentile (0.1 s a call); this is
+    the same bucket arithmetic over the counts array, vectorised."""
+    counts = np.ctypeslib.as_array(histogram.counts)
+    index = np.flatnonzero(counts)
+    half_count = histogram.sub_bucket_half_count
+    bucket = (index >> histogram.sub_bucket_half_count_magnitude) - 1
+    sub_bucket = (index & (half_count - 1)) + half_count
+    first = bucket < 0
+    sub_bucket = np.where(first, sub_bucket - half_count, sub_bucket)
+    bucket = np.where(first, 0, bucket) + histogram.unit_magnitude
+    lowest = sub_bucket.astype(np.int64) << bucket
+    return lowest, np.int64(1) << bucket, counts[index].astype(np.int64)
+
+
+def percentiles_us(histogram: HdrHistogram, percentiles: tuple[float, ...]) -> list[int]:
+    """hdrh's get_value_at_percentile for several percentiles at once (same results)."""
+    lowest, size, counts = _recorded(histogram)
+    cumulative = np.cumsum(counts)
+    out = []
+    for percentile in percentiles:
+        target = max(int(min(percentile, 100.0) * histogram.total_count / 100 + 0.5), 1)
+        at = int(np.searchsorted(cumulative, target))
+        out.append(int(lowest[at] + size[at] - 1) if percentile else int(lowest[at]))
+    return out
+
+
+def mean_us(histogram: HdrHistogram) -> float:
+    """hdrh's get_mean_value: each bucket counted at its median equivalent value."""
+    lowest, size, counts = _recorded(histogram)
+    return float(np.sum((lowest + (size >> 1)) * counts) / histogram.total_count)

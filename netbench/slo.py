@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from netbench.histograms import mean_us, percentiles_us
 from netbench.phases import PHASE_NAMES
 from netbench.results import RunResult
 from netbench.spec import SpecError, parse_duration_s
@@ -86,10 +87,10 @@ def measured_value(slo: Slo, result: RunResult) -> float | None:
     if slo.statistic == "max":
         return float(histogram.get_max_value())
     if slo.statistic == "mean":
-        return float(histogram.get_mean_value())
+        return mean_us(histogram)
     assert slo.statistic is not None
     percentile = 99.9 if slo.statistic == "p999" else float(slo.statistic[1:])
-    return float(histogram.get_value_at_percentile(percentile))
+    return float(percentiles_us(histogram, (percentile,))[0])
 
 
 def _show(slo: Slo, value: float) -> str:

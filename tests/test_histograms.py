@@ -39,3 +39,20 @@ def test_missing_values_are_skipped_and_too_large_ones_counted_as_overflow():
     roundtrip = PhaseHistograms.decode(histograms.encode())
     assert roundtrip.overflow["e2e"] == 1
     assert roundtrip.stats("ttft") is None
+
+
+def test_vectorised_percentiles_and_mean_equal_hdrh():
+    from netbench.histograms import mean_us, percentiles_us
+
+    rng = np.random.default_rng(11)
+    for values in (
+        rng.lognormal(9, 2, size=20000).astype(np.int64),
+        np.array([0, 1, 2, 2047, 2048, 2049, 4095, 10**9], dtype=np.int64),
+        np.array([7], dtype=np.int64),
+    ):
+        histograms = PhaseHistograms()
+        histograms.record_many("e2e", values)
+        histogram = histograms.histograms["e2e"]
+        quantiles = (0.0, 1.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
+        assert percentiles_us(histogram, quantiles) == [histogram.get_value_at_percentile(q) for q in quantiles]
+        assert abs(mean_us(histogram) - histogram.get_mean_value()) < 1e-6 * max(histogram.get_mean_value(), 1)

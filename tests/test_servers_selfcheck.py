@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-# The shared conftest imports these too; importing them here keeps this module self-contained.
-from tests.servers.faults import (  # noqa: F401
-    FaultServer,
-    fault_server,
-    refused_url,
-    run_fault_server,
-)
-from tests.servers.nginx import NginxServer, nginx_server, run_nginx  # noqa: F401
-from tests.servers.slm import SlmServer, slm_server  # noqa: F401
+from tests.servers.faults import FaultServer, run_fault_server
+from tests.servers.nginx import NginxServer, run_nginx
+from tests.servers.slm import SlmServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from netbench.analysis import (
     TtftVsHttp,
     Verdict,
     concurrency_effects,
-    phase_stats,
     rule_of_thumb,
     server_side,
     sorted_runs,
@@ -85,7 +84,7 @@ def run_notes(result: RunResult) -> list[str]:
 
 
 def runs_table(results: Sequence[RunResult]) -> list[str]:
-    phases = [p for p in PHASES if any(applies(p, r) and phase_stats(r, p.name) is not None for r in results)]
+    phases = [p for p in PHASES if any(applies(p, r) and r.stats(p.name) is not None for r in results)]
     header = [*SEED_KEYS, "notes", *(f"{p.name} p50 / p95 ms" for p in phases)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
@@ -93,7 +92,7 @@ def runs_table(results: Sequence[RunResult]) -> list[str]:
         row = [result.spec.mode, result.spec.concurrency, result.spec.n, _seconds(median_s), _seconds(p95_s)]
         row.append("; ".join(run_notes(result)))
         for phase in phases:
-            stats = phase_stats(result, phase.name) if applies(phase, result) else None
+            stats = result.stats(phase.name) if applies(phase, result) else None
             row.append("" if stats is None else f"{ms(stats.p50_us)} / {ms(stats.p95_us)}")
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return lines
@@ -179,7 +178,7 @@ def ttft_section(comparison: TtftVsHttp) -> list[str]:
     lines = ["## TTFT vs HTTP latency", ""]
     rows = []
     measured = c.measured_ttft
-    measured_ttft = None if measured is None else phase_stats(measured, "ttft")
+    measured_ttft = None if measured is None else measured.stats("ttft")
     if c.ttft_us is not None:
         if measured is not None and measured_ttft is not None and c.ttft_source and c.ttft_source.startswith("p50 of"):
             rows.append(["warm TTFT", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
@@ -190,7 +189,7 @@ def ttft_section(comparison: TtftVsHttp) -> list[str]:
                 rows.append(["TTFT measured here", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
                              f"{measured.spec.mode} at concurrency 1, {measured_ttft.count} requests"])  # fmt: skip
     if c.baseline is not None:
-        e2e = phase_stats(c.baseline, "e2e")
+        e2e = c.baseline.stats("e2e")
         count = 0 if e2e is None else e2e.count
         rows.append(["HTTP wall time, baseline", ms(c.baseline_p50_us), ms(c.baseline_p95_us),
                      f"{c.baseline.spec.mode} at concurrency 1 (no model work), {count} requests"])  # fmt: skip
@@ -216,7 +215,7 @@ def ttft_section(comparison: TtftVsHttp) -> list[str]:
             f"The largest part is the {COMPONENT_LABELS[c.carrier.key]}."
         )
     if measured is not None:
-        ttfb, after = phase_stats(measured, "ttfb"), phase_stats(measured, "ttft_after_headers")
+        ttfb, after = measured.stats("ttfb"), measured.stats("ttft_after_headers")
         if ttfb is not None and after is not None and measured_ttft is not None:
             lines.append(
                 f"- In the {measured.spec.mode} run at concurrency 1 the response headers came after "

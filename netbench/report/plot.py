@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from netbench.analysis import per_request_us, phase_stats, sorted_runs
+from netbench.analysis import per_request_us, sorted_runs
 from netbench.results import RunResult
 
 PHASES_PNG = "network_latency_phases.png"
@@ -33,16 +33,16 @@ _SEGMENTS = (
 
 
 def _p50_ms(result: RunResult, phase: str) -> float:
-    stats = phase_stats(result, phase)
+    stats = result.stats(phase)
     return 0.0 if stats is None else stats.p50_us / 1000
 
 
 def segments_ms(result: RunResult) -> list[float]:
     """The p50 of each stacked part, in ms (medians: the stack need not add up to e2e exactly)."""
     ok = result.ok or 1
-    setup = sum(s.mean_us * s.count / ok for s in (phase_stats(result, p) for p in ("dns", "connect", "tls")) if s) / 1000
+    setup = sum(s.mean_us * s.count / ok for s in (result.stats(p) for p in ("dns", "connect", "tls")) if s) / 1000
     e2e, ttfb = _p50_ms(result, "e2e"), _p50_ms(result, "ttfb")
-    if result.spec.streaming and phase_stats(result, "ttft") is not None:
+    if result.spec.streaming and result.stats("ttft") is not None:
         after_headers = _p50_ms(result, "ttft_after_headers")
         rest = max(e2e - _p50_ms(result, "ttft"), 0.0)
     else:
@@ -56,7 +56,7 @@ def _label(result: RunResult) -> str:
 
 
 def plot_phases(results: Sequence[RunResult], path: Path) -> None:
-    runs = [r for r in sorted_runs(results) if phase_stats(r, "e2e") is not None]
+    runs = [r for r in sorted_runs(results) if r.stats("e2e") is not None]
     modes = list(dict.fromkeys(r.spec.mode for r in runs))
     figure = Figure(figsize=(9, 1.2 + 1.6 * max(len(modes), 1)), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
