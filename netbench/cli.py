@@ -88,7 +88,7 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cacert", type=click.Path(dir_okay=False), default=None, help="CA bundle to verify the server with."),
         click.option("--http2", is_flag=True, help="Use HTTP/2 (ALPN over TLS)."),
         click.option("--follow-redirects", is_flag=True, help="Follow redirects (credentials never go to another host)."),
-        click.option("--workers", type=int, default=None, help="Worker processes (default: min(concurrency, cores))."),
+        click.option("--workers", type=int, default=None, help="Worker processes (default: min(concurrency, cores); with --backend ray, the cluster's CPUs)."),
         click.option("--max-records", type=int, default=RunSpec.max_records, show_default=True, help="Per-request records kept (a uniform sample)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table."),
         click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Append one row per run to this CSV."),
