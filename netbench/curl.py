@@ -63,6 +63,11 @@ _CURL_HINTS: dict[int, str] = {
     60: "pass the server's CA with --cacert FILE, or skip verification with --insecure",
 }
 
+#: parsing runs in slices this long between checks for input: an event that arrives meanwhile
+#: waits at most about this much for its arrival time, and a check (a select over every
+#: transfer's socket) is paid once per slice, not once per event
+_DIGEST_SLICE_NS = 50_000
+
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 # struct tcp_info (linux/tcp.h): tcpi_rtt (smoothed) at byte 68, tcpi_min_rtt (kernel >= 4.6) at 148.
 _TCPI_RTT_OFFSET = 68
@@ -134,24 +139,45 @@ def configure(handle: pycurl.Curl, spec: RunSpec, request: Request) -> None:
     )
 
 
-def _tcp_rtt_us(handle: pycurl.Curl) -> int:
-    """The kernel's RTT of the transfer's socket, or -1 where the platform has none.
+class _TcpInfo:
+    """The kernel's RTT of a transfer's socket, read through one socket object per descriptor.
 
-    The minimum RTT is preferred to the smoothed one: delayed ACKs of a streamed response
-    inflate srtt by milliseconds even on loopback, and the split subtracts this from wait."""
-    if _TCP_INFO is None:
-        return -1
-    try:
-        fd = handle.getinfo(pycurl.ACTIVESOCKET)
-        if fd < 0:
+    `socket.fromfd` per request (a dup, an object and a close) cost more than the rest of the
+    request's bookkeeping; a non-owning view of libcurl's descriptor, made once per connection,
+    leaves one getsockopt per request. The view never closes the descriptor: libcurl owns it,
+    so `release` detaches it (the Transfer's close does).
+    """
+
+    __slots__ = ("_view",)
+
+    def __init__(self) -> None:
+        self._view: socket.socket | None = None
+
+    def rtt_us(self, handle: pycurl.Curl) -> int:
+        """The RTT, µs, or -1 where the platform has none.
+
+        The minimum RTT is preferred to the smoothed one: delayed ACKs of a streamed response
+        inflate srtt by milliseconds even on loopback, and the split subtracts this from wait."""
+        if _TCP_INFO is None:
             return -1
-        # fromfd duplicates the descriptor, so closing ours leaves libcurl's intact.
-        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
-        offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
-        return struct.unpack_from("I", info, offset)[0]
-    except (OSError, pycurl.error):
-        return -1
+        try:
+            fd = handle.getinfo(pycurl.ACTIVESOCKET)
+            if fd < 0:
+                return -1
+            view = self._view
+            if view is None or view.fileno() != fd:
+                self.release()
+                view = self._view = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
+            info = view.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
+            offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
+            return struct.unpack_from("I", info, offset)[0]
+        except (OSError, pycurl.error):
+            return -1
+
+    def release(self) -> None:
+        if self._view is not None:
+            self._view.detach()
+            self._view = None
 
 
 class Transfer:
@@ -160,15 +186,19 @@ class Transfer:
     __slots__ = (
         "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "first_byte_ns",
         "first_event_ns", "first_token_ns", "last_token_ns", "done_ns", "tokens", "usage_tokens",
-        "malformed", "itl_us", "token_lag_us", "measured", "resent",
+        "malformed", "itl_us", "token_lag_us", "measured", "tcp_info", "chunks", "_backlog", "resent",
     )  # fmt: skip
 
-    def __init__(self, spec: RunSpec, request: Request) -> None:
+    def __init__(self, spec: RunSpec, request: Request, backlog: list[Transfer]) -> None:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
         self.streaming = request.streaming
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
         self.parser = SSEParser()
+        self.tcp_info = _TcpInfo()
+        #: (arrival ns, bytes) of stream chunks not parsed yet; `backlog` lists the transfers that have some
+        self.chunks: list[tuple[int, bytes]] = []
+        self._backlog = backlog
         self.itl_us: list[int] = []
         self.token_lag_us: list[int] = []
         self.begin(0, 0, measured=False)
@@ -185,6 +215,7 @@ class Transfer:
         self.resent = False
         if self.streaming:
             self.parser = SSEParser()
+            self.chunks = []
             self.itl_us = []
             self.token_lag_us = []
         self.anchor_ns = monotonic_ns()
@@ -195,29 +226,38 @@ class Transfer:
             self.first_byte_ns = monotonic_ns()
 
     def _on_stream(self, chunk: bytes) -> None:
-        now_ns = monotonic_ns()
-        if self.first_byte_ns < 0:
-            self.first_byte_ns = now_ns
-        for data in self.parser.feed(chunk):
-            event = interpret(data)
-            if self.first_event_ns < 0:
-                self.first_event_ns = now_ns
-            kind = event.kind
-            if kind is EventKind.TOKEN:
-                if self.first_token_ns < 0:
-                    self.first_token_ns = now_ns
-                else:
-                    self.itl_us.append((now_ns - self.last_token_ns) // 1000)
-                self.last_token_ns = now_ns
-                self.tokens += 1
-            elif kind is EventKind.DONE:
-                self.done_ns = now_ns
-            elif kind is EventKind.MALFORMED:
-                self.malformed = True
-            if event.usage_completion_tokens >= 0:
-                self.usage_tokens = event.usage_completion_tokens
-            if event.sent_ns >= 0:
-                self.token_lag_us.append((now_ns - event.sent_ns) // 1000)
+        # Only the arrival time is taken here; MultiDriver parses later (`digest`): in a burst of
+        # events on many streams, one stream's JSON would otherwise delay the next one's arrival time.
+        if not self.chunks:
+            self._backlog.append(self)
+        self.chunks.append((monotonic_ns(), chunk))
+
+    def digest(self) -> None:
+        """Parse the stream chunks received since the last digest, each at its arrival time."""
+        chunks, self.chunks = self.chunks, []
+        for now_ns, chunk in chunks:
+            if self.first_byte_ns < 0:
+                self.first_byte_ns = now_ns
+            for data in self.parser.feed(chunk):
+                event = interpret(data)
+                if self.first_event_ns < 0:
+                    self.first_event_ns = now_ns
+                kind = event.kind
+                if kind is EventKind.TOKEN:
+                    if self.first_token_ns < 0:
+                        self.first_token_ns = now_ns
+                    else:
+                        self.itl_us.append((now_ns - self.last_token_ns) // 1000)
+                    self.last_token_ns = now_ns
+                    self.tokens += 1
+                elif kind is EventKind.DONE:
+                    self.done_ns = now_ns
+                elif kind is EventKind.MALFORMED:
+                    self.malformed = True
+                if event.usage_completion_tokens >= 0:
+                    self.usage_tokens = event.usage_completion_tokens
+                if event.sent_ns >= 0:
+                    self.token_lag_us.append((now_ns - event.sent_ns) // 1000)
 
     def _mark_us(self, ns: int) -> int:
         return (ns - self.anchor_ns) // 1000 if ns >= 0 else -1
@@ -230,7 +270,7 @@ class Transfer:
         marks = [info(m) if m is not None else -1 for m in _MARK_INFOS]
         stream_ok = not self.streaming or (not self.malformed and self.done_ns >= 0)
         outcome = outcome_of(curl_error, status, stream_ok, self.resent)
-        tcp_rtt = -1 if new_connection or outcome is not Outcome.OK else _tcp_rtt_us(self.handle)
+        tcp_rtt = -1 if new_connection or outcome is not Outcome.OK else self.tcp_info.rtt_us(self.handle)
         return (
             self.intended_start_us,
             self.start_us,
@@ -251,6 +291,7 @@ class Transfer:
         )
 
     def close(self) -> None:
+        self.tcp_info.release()
         self.handle.close()
 
 
@@ -260,7 +301,8 @@ class MultiDriver:
     def __init__(self, spec: RunSpec, request: Request, slots: int) -> None:
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAXCONNECTS, max(slots, 1))
-        self.transfers = [Transfer(spec, request) for _ in range(slots)]
+        self._backlog: list[Transfer] = []
+        self.transfers = [Transfer(spec, request, self._backlog) for _ in range(slots)]
         self.idle = list(self.transfers)
         self._by_handle = {t.handle: t for t in self.transfers}
         #: why requests failed, one report line per kind ("curl 60", "resent"), from its first occurrence
@@ -281,6 +323,15 @@ class MultiDriver:
         finished = self._perform(on_done)
         if finished:
             return finished
+        # Parse the streams' chunks in short slices, and only while no socket has more to read:
+        # taking arrival times comes first, parsing fills the time the loop would wait anyway.
+        backlog = self._backlog
+        while backlog:
+            if self.multi.select(0) > 0:
+                return self._perform(on_done)
+            slice_end_ns = monotonic_ns() + _DIGEST_SLICE_NS
+            while backlog and monotonic_ns() < slice_end_ns:
+                backlog.pop().digest()
         curl_timeout_ms = self.multi.timeout()
         if curl_timeout_ms >= 0:
             timeout_s = min(timeout_s, curl_timeout_ms / 1000)
@@ -306,6 +357,7 @@ class MultiDriver:
 
     def _complete(self, handle: pycurl.Curl, curl_error: int, on_done: Callable[[Transfer, int], None]) -> None:
         transfer = self._by_handle[handle]
+        transfer.digest()  # whatever of the stream is not parsed yet
         transfer.resent = self._resent(handle)
         on_done(transfer, curl_error)  # before remove_handle: the socket is still the transfer's (TCP_INFO)
         self.multi.remove_handle(handle)
