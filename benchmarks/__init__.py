@@ -1,0 +1,1 @@
+"""netbench perf suite: netbench against wrk, aiohttp and httpx, in one run (`make perf`)."""
