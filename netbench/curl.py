@@ -143,15 +143,16 @@ class _TcpInfo:
     """The kernel's RTT of a transfer's socket, read through one socket object per descriptor.
 
     `socket.fromfd` per request (a dup, an object and a close) cost more than the rest of the
-    request's bookkeeping; a non-owning view of libcurl's descriptor, made once per connection,
-    leaves one getsockopt per request. The view never closes the descriptor: libcurl owns it,
-    so `release` detaches it (the Transfer's close does).
+    request's bookkeeping; a non-owning view of libcurl's descriptor, made once per descriptor
+    number and shared by the driver's transfers (they take turns on the multi's connections),
+    leaves one getsockopt per request. A view never closes its descriptor: libcurl owns it, so
+    `release` detaches them all (the driver's close does).
     """
 
-    __slots__ = ("_view",)
+    __slots__ = ("_views",)
 
     def __init__(self) -> None:
-        self._view: socket.socket | None = None
+        self._views: dict[int, socket.socket] = {}
 
     def rtt_us(self, handle: pycurl.Curl) -> int:
         """The RTT, µs, or -1 where the platform has none.
@@ -164,10 +165,9 @@ class _TcpInfo:
             fd = handle.getinfo(pycurl.ACTIVESOCKET)
             if fd < 0:
                 return -1
-            view = self._view
-            if view is None or view.fileno() != fd:
-                self.release()
-                view = self._view = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
+            view = self._views.get(fd)
+            if view is None:
+                view = self._views[fd] = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
             info = view.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
             offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
             return struct.unpack_from("I", info, offset)[0]
@@ -175,9 +175,9 @@ class _TcpInfo:
             return -1
 
     def release(self) -> None:
-        if self._view is not None:
-            self._view.detach()
-            self._view = None
+        for view in self._views.values():
+            view.detach()
+        self._views.clear()
 
 
 class Transfer:
@@ -189,13 +189,13 @@ class Transfer:
         "malformed", "itl_us", "token_lag_us", "measured", "tcp_info", "chunks", "_backlog", "resent",
     )  # fmt: skip
 
-    def __init__(self, spec: RunSpec, request: Request, backlog: list[Transfer]) -> None:
+    def __init__(self, spec: RunSpec, request: Request, backlog: list[Transfer], tcp_info: _TcpInfo) -> None:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
         self.streaming = request.streaming
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
         self.parser = SSEParser()
-        self.tcp_info = _TcpInfo()
+        self.tcp_info = tcp_info
         #: (arrival ns, bytes) of stream chunks not parsed yet; `backlog` lists the transfers that have some
         self.chunks: list[tuple[int, bytes]] = []
         self._backlog = backlog
@@ -291,7 +291,6 @@ class Transfer:
         )
 
     def close(self) -> None:
-        self.tcp_info.release()
         self.handle.close()
 
 
@@ -302,7 +301,8 @@ class MultiDriver:
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAXCONNECTS, max(slots, 1))
         self._backlog: list[Transfer] = []
-        self.transfers = [Transfer(spec, request, self._backlog) for _ in range(slots)]
+        self._tcp_info = _TcpInfo()
+        self.transfers = [Transfer(spec, request, self._backlog, self._tcp_info) for _ in range(slots)]
         self.idle = list(self.transfers)
         self._by_handle = {t.handle: t for t in self.transfers}
         #: why requests failed, one report line per kind ("curl 60", "resent"), from its first occurrence
@@ -389,6 +389,7 @@ class MultiDriver:
         self.abort_all()
         for transfer in self.transfers:
             transfer.close()
+        self._tcp_info.release()
         self.multi.close()
 
 
