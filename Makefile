@@ -33,5 +33,10 @@ bench: $(STAMP)
 bench-slm: $(STAMP)
 	NETBENCH=$(BIN)/netbench OUT=$(OUT) bash scripts/bench_slm.sh
 
+# netbench against wrk, a bare pycurl loop, aiohttp and httpx in one run (installs nginx and wrk
+# when missing); writes benchmarks_out/perf.md and perf.json. Not part of `make test`.
+perf: $(STAMP)
+	$(BIN)/python -m benchmarks.run_perf --out $(OUT)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
