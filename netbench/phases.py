@@ -35,7 +35,7 @@ RECORD_DTYPE = np.dtype(
         ("first_token_mark_us", np.int64),
         ("last_token_mark_us", np.int64),
         ("done_mark_us", np.int64),
-        # kernel smoothed RTT of the transfer's socket (TCP_INFO), µs
+        # kernel minimum RTT of the transfer's socket (TCP_INFO), µs
         ("tcp_rtt_us", np.int64),
         ("tokens", np.int32),
         ("usage_completion_tokens", np.int32),

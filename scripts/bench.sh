@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The seed's sweep: health (the HTTP baseline) and streaming completions at concurrency 1, 4
-# and 8, n = 32 each with warm-up; appends to the CSV, writes run files, the Markdown report
-# and plots. Without a URL argument it starts `netbench serve` on a free loopback port and
-# stops it afterwards, also when the sweep fails.
+# and 8, n = 32 each after 8 warm-up requests (one per connection at concurrency 8); appends
+# to the CSV, writes run files, the Markdown report and plots. Without a URL argument it
+# starts `netbench serve` on a free loopback port and stops it afterwards, also when the
+# sweep fails.
 #   NETBENCH=path/to/netbench OUT=benchmarks_out REPORT_NAME=network_latency_bench bash scripts/bench.sh [URL]
 set -euo pipefail
 NETBENCH="${NETBENCH:-netbench}"
@@ -39,7 +40,7 @@ fi
 runs="$OUT/runs/$REPORT_NAME"
 rm -rf "$runs"
 # shellcheck disable=SC2086  # SWEEP_ARGS is a list of extra flags
-"$NETBENCH" sweep --url "$URL" --mode health,completions --concurrency 1,4,8 --n 32 --warmup 4 \
+"$NETBENCH" sweep --url "$URL" --mode health,completions --concurrency 1,4,8 --n 32 --warmup 8 \
     --csv "$OUT/network_latency_bench.csv" -o "$runs/" --no-progress $SWEEP_ARGS
 "$NETBENCH" report "$runs"/*.json -o "$OUT/$REPORT_NAME.md" --plots "$OUT"
 echo "bench: wrote $OUT/network_latency_bench.csv and $OUT/$REPORT_NAME.md"

@@ -347,7 +347,7 @@ def render_markdown(
         *runs_table(runs),
         "",
         "Phases are p50 / p95 in ms over the successful requests. rtt: the TCP handshake of new connections, the "
-        "kernel's smoothed RTT (TCP_INFO) on reused ones; network = dns + connect + tls + send + rtt; "
+        "kernel's minimum RTT (TCP_INFO) on reused ones; network = dns + connect + tls + send + rtt; "
         "server = wait − rtt; ttft_after_headers = ttft − ttfb.",
         "",
         *server_section(runs),
