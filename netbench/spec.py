@@ -25,7 +25,9 @@ class RunSpec:
     n: int = 32
     warmup: int = 0
     max_tokens: int = 16
-    prompt: str = "Say hello in one short sentence."
+    # Reads as an instruction to a chat model and as a text to continue for a raw completion:
+    # a small model given "Say hello." as a completion prompt often ends after one token.
+    prompt: str = "Write a short story about a lighthouse keeper. Once upon a time,"
     model: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     api_key: str | None = field(default=None, repr=False)

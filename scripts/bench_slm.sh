@@ -11,7 +11,7 @@ port="$("$REPO/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("
 log="$(mktemp)"
 "$REPO/.venv-slm/bin/python" -m llama_cpp.server --model "$model" --model_alias SmolLM2-135M-Instruct --interrupt_requests False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 server_pid=$!
-trap 'kill -TERM $server_pid 2>/dev/null; wait $server_pid 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill -TERM $server_pid 2>/dev/null; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 600); do
     curl -sf "$url/v1/models" >/dev/null && break
