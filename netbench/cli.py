@@ -212,7 +212,7 @@ def sweep(modes: str, levels: str, **options: Any) -> int:
     return _measure(specs, outputs)
 
 
-# --- serve (owned by netbench/sim; edit only between these markers) ---
+# --- serve: the built-in simulated server ---
 from netbench.sim.config import SimConfig  # noqa: E402  (light: the server itself is imported lazily)
 
 _SIM_DEFAULTS = SimConfig()
@@ -294,10 +294,9 @@ def serve(
         serve_sim(config, host=host, port=port)
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
-# --- end serve ---
 
 
-# --- report (owned by the analysis work; edit only between these markers) ---
+# --- report: render saved runs again ---
 @main.command()
 @click.argument("run_files", nargs=-1, required=True, metavar="RUNFILES...")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the report here (default: stdout).")
@@ -347,10 +346,9 @@ def report(run_files: tuple[str, ...], output_path: str | None, fmt: str, ttft_r
         Path(output_path).write_text(text)
         click.echo(f"netbench: wrote {output_path}" + (f" and {len(links)} plots in {plots_dir}" if links else ""), err=True)
     return EXIT_OK
-# --- end report ---
 
 
-# --- merge / compare (owned by the run-file work; edit only between these markers) ---
+# --- merge and compare run files ---
 @main.command()
 @click.argument("run_files", nargs=-1, required=True, metavar="RUNFILE RUNFILE...")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False), required=True, help="The merged run file to write.")
@@ -385,4 +383,3 @@ def compare(base_file: str, new_file: str, as_json: bool, seed: int) -> int:
     else:
         print_comparison(comparison)
     return EXIT_OK
-# --- end merge / compare ---
