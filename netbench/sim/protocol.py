@@ -119,22 +119,37 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-class ChatFormat:
-    """Bodies and stream chunks of one `/v1/chat/completions` response."""
+class _StreamFormat:
+    """What chat and completion responses share: the id, the chunk envelope, the usage chunk."""
+
+    id_prefix: str
+    chunk_object: str
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.chunk_object,
             "created": self.created,
             "model": self.model,
             "choices": choices,
         }
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
+        chunk = self._chunk([])
+        chunk["usage"] = usage(prompt_tokens, completion_tokens)
+        return dumps(chunk)
+
+
+class ChatFormat(_StreamFormat):
+    """Bodies and stream chunks of one `/v1/chat/completions` response."""
+
+    id_prefix = "chatcmpl"
+    chunk_object = "chat.completion.chunk"
 
     def role_chunk(self) -> str | None:
         """vLLM's first chat chunk: the role and empty content, no token."""
@@ -147,11 +162,6 @@ class ChatFormat:
         choice = _chat_choice({"content": ""}, finish_reason)
         choice["stop_reason"] = stop_reason
         return dumps(self._chunk([choice]))
-
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
-        chunk = self._chunk([])
-        chunk["usage"] = usage(prompt_tokens, completion_tokens)
-        return dumps(chunk)
 
     def response(self, request: GenerationRequest) -> dict[str, Any]:
         generation = request.generation
@@ -173,22 +183,11 @@ class ChatFormat:
         }
 
 
-class CompletionFormat:
+class CompletionFormat(_StreamFormat):
     """Bodies and stream chunks of one `/v1/completions` response."""
 
-    def __init__(self, model: str) -> None:
-        self.id = f"cmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
-
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
+    id_prefix = "cmpl"
+    chunk_object = "text_completion"
 
     def role_chunk(self) -> str | None:
         """Completions streams have no role chunk."""
@@ -201,11 +200,6 @@ class CompletionFormat:
         choice = _completion_choice("", finish_reason)
         choice["stop_reason"] = stop_reason
         return dumps(self._chunk([choice]))
-
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
-        chunk = self._chunk([])
-        chunk["usage"] = usage(prompt_tokens, completion_tokens)
-        return dumps(chunk)
 
     def response(self, request: GenerationRequest) -> dict[str, Any]:
         generation = request.generation
