@@ -60,6 +60,11 @@ class PhaseHistograms:
             if not histogram.record_value(value, count):
                 self.overflow[name] += count
 
+    def record_phases(self, values_us: dict[str, np.ndarray]) -> None:
+        """Record every phase of `phases.derive(...).values_us` at once."""
+        for name, values in values_us.items():
+            self.record_many(name, values)
+
     def encode(self) -> dict[str, object]:
         """A picklable, JSON-able form: hdrh's compressed base64 strings."""
         return {

@@ -109,8 +109,7 @@ class Recorder:
         self._batch.clear()
         ok = records[records["error_class"] == Outcome.OK]
         derived = derive(ok, self.open_loop)
-        for name, values in derived.values_us.items():
-            self.histograms.record_many(name, values)
+        self.histograms.record_phases(derived.values_us)
         self.histograms.record_many("itl", np.array(self._itl_us, dtype=np.int64))
         self.histograms.record_many("token_lag", np.array(self._token_lag_us, dtype=np.int64))
         self._itl_us.clear()

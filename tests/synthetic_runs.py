@@ -82,8 +82,7 @@ def make_run(
         records["done_mark_us"] = records["total_mark_us"] - 5
         records["tokens"] = tokens
     histograms = PhaseHistograms()
-    for name, values in derive(records).values_us.items():
-        histograms.record_many(name, values)
+    histograms.record_phases(derive(records).values_us)
     counters: Counter[str] = Counter(
         requests=n,
         ok=n,
