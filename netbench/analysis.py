@@ -108,7 +108,7 @@ def server_side(result: RunResult) -> dict[str, object] | None:
         return {"available": False, "reason": metrics.get("reason")}
     out: dict[str, object] = {"available": True, "method": INTERPOLATION_NOTE}
     for key, server in percentiles(metrics).items():
-        client = result.stats(key) if key in ("ttft", "e2e", "itl") else None
+        client = result.stats(_client_phase(key, result)) if key in ("ttft", "e2e", "itl") else None
         entry: dict[str, object] = {
             "metric": server.metric,
             "count": server.count,
@@ -134,6 +134,14 @@ def server_side(result: RunResult) -> dict[str, object] | None:
     if len(out) == 2:
         out["note"] = "the server's latency histograms counted no request of this run (this mode does not reach the engine)"
     return out
+
+
+def _client_phase(key: str, result: RunResult) -> str:
+    """The client phase the server's own histogram measures: in an open loop, from the actual
+    send (the server never sees the time a request waited for the schedule or the cap)."""
+    if result.spec.open_loop and key in ("ttft", "e2e"):
+        return f"{key}_uncorrected"
+    return key
 
 
 def _round(value: float | None) -> float | None:

@@ -254,3 +254,15 @@ def test_default_resamples_are_enough_for_a_stable_interval():
     lows = [w.low for w in widths]
     assert max(lows) - min(lows) < 0.1  # seed-to-seed wobble of the bound is small at BOOTSTRAP_RESAMPLES
     assert BOOTSTRAP_RESAMPLES >= 1000
+
+
+def test_open_loop_server_gap_uses_the_uncorrected_client_phases():
+    # The server never sees the schedule's wait: the gap must come from the actual send.
+    from netbench.analysis import _client_phase
+    from netbench.spec import RunSpec
+    from tests.runs import synthetic_run
+
+    closed = synthetic_run(np.array([1000, 2000]))
+    opened = synthetic_run(np.array([1000, 2000]), spec=RunSpec(url="http://h", mode="chat", rate=10.0))
+    assert [_client_phase(k, closed) for k in ("ttft", "e2e", "itl")] == ["ttft", "e2e", "itl"]
+    assert [_client_phase(k, opened) for k in ("ttft", "e2e", "itl")] == ["ttft_uncorrected", "e2e_uncorrected", "itl"]
