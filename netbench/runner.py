@@ -217,7 +217,8 @@ def run(spec: RunSpec, on_progress: ProgressCallback | None = None) -> RunResult
     tasks = plan(target.spec, target.request, _cores(spec))
     started_at_s = time.time()
     # Server-side /metrics: scraped once the warm-up is over (local workers) and after the run,
-    # so the difference holds the measured requests only; Ray's pool offers no such moment.
+    # so the difference holds the measured requests only. Ray's actors warm up inside the start
+    # allowance with no ready barrier, so there the first scrape comes before the warm-up.
     before: list[Scrape] = []
     if spec.backend == "ray":
         from netbench.ray_backend import run_ray
