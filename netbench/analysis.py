@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from netbench.outcomes import Outcome
-from netbench.phases import derive
+from netbench.phases import derive, select
 from netbench.results import RunResult
 from netbench.server_metrics import INTERPOLATION_NOTE, ServerPercentiles, percentiles
 from netbench.spec import MODES, STREAMING_MODES, SpecError, parse_duration_s
@@ -432,10 +432,10 @@ def _resampled_quantiles(ordered: np.ndarray, q: float, resamples: int, rng: np.
 def per_request_us(result: RunResult, phase: str) -> np.ndarray:
     """One phase's value for every successful kept record (µs); empty when records are absent."""
     records = result.records
-    ok = records[records["error_class"] == Outcome.OK] if len(records) else records
+    ok, events = select(records, result.events, records["error_class"] == Outcome.OK)
     if len(ok) == 0:
         return np.zeros(0, dtype=np.int64)
-    values = derive(ok, result.spec.open_loop).values_us[phase]
+    values = derive(ok, events, open_loop=result.spec.open_loop).values_us[phase]
     return values[values >= 0]
 
 

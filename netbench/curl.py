@@ -1,77 +1,93 @@
 """The only module that imports pycurl: handle setup, the CurlMulti loop, getinfo, outcomes.
 
 A `Transfer` is one in-flight slot: a reusable easy handle (so its connection is kept alive)
-plus the marks of the request it is performing. Write-callback marks are taken with
+plus the marks of the request it is performing. Callback marks are taken with
 `time.monotonic_ns()` and anchored at the moment the handle is added to the multi, so they
-share one µs axis with libcurl's cumulative ``*_TIME_T`` marks (DESIGN.md, "Clocks and marks").
+share one µs axis with libcurl's cumulative ``*_TIME_T`` marks (docs/architecture.md, "Clocks
+and marks"). Whatever a server sends, one request fails at worst: never the worker.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from time import monotonic_ns
 
 import pycurl
 
 from netbench.outcomes import Outcome
+from netbench.phases import Record
+from netbench.secrets import redact
 from netbench.spec import RunSpec
-from netbench.sse import EventKind, SSEParser, interpret
+from netbench.sse import MAX_MESSAGE_CHARS, EventKind, SSEParser, interpret
 from netbench.workloads import Request
 
 # POSTTRANSFER exists from libcurl 8.10 on; before that, send is folded into wait.
 _HAS_POSTTRANSFER = hasattr(pycurl, "POSTTRANSFER_TIME_T") and pycurl.version_info()[2] >= 0x080A00
 _MARK_INFOS = (
-    pycurl.QUEUE_TIME_T if hasattr(pycurl, "QUEUE_TIME_T") else None,
-    pycurl.NAMELOOKUP_TIME_T,
-    pycurl.CONNECT_TIME_T,
-    pycurl.APPCONNECT_TIME_T,
-    pycurl.PRETRANSFER_TIME_T,
-    pycurl.POSTTRANSFER_TIME_T if _HAS_POSTTRANSFER else None,
-    pycurl.STARTTRANSFER_TIME_T,
-    pycurl.TOTAL_TIME_T,
+    ("queue_mark_us", getattr(pycurl, "QUEUE_TIME_T", None)),
+    ("namelookup_mark_us", pycurl.NAMELOOKUP_TIME_T),
+    ("connect_mark_us", pycurl.CONNECT_TIME_T),
+    ("appconnect_mark_us", pycurl.APPCONNECT_TIME_T),
+    ("pretransfer_mark_us", pycurl.PRETRANSFER_TIME_T),
+    ("posttransfer_mark_us", pycurl.POSTTRANSFER_TIME_T if _HAS_POSTTRANSFER else None),
+    ("starttransfer_mark_us", pycurl.STARTTRANSFER_TIME_T),
+    ("total_mark_us", pycurl.TOTAL_TIME_T),
 )
 
+#: pycurl exports no constant for it
+_CURLE_HTTP2_STREAM = 92
 _CURL_OUTCOMES: dict[int, Outcome] = {
-    6: Outcome.DNS,  # COULDNT_RESOLVE_HOST
-    5: Outcome.DNS,  # COULDNT_RESOLVE_PROXY
-    7: Outcome.REFUSED,  # COULDNT_CONNECT
-    28: Outcome.TIMEOUT,  # OPERATION_TIMEDOUT
-    35: Outcome.TLS,  # SSL_CONNECT_ERROR
-    58: Outcome.TLS,  # SSL_CERTPROBLEM
-    59: Outcome.TLS,  # SSL_CIPHER
-    60: Outcome.TLS,  # PEER_FAILED_VERIFICATION
-    77: Outcome.TLS,  # SSL_CACERT_BADFILE
-    83: Outcome.TLS,  # SSL_ISSUER_ERROR
-    90: Outcome.TLS,  # SSL_PINNEDPUBKEYNOTMATCH
-    91: Outcome.TLS,  # SSL_INVALIDCERTSTATUS
-    16: Outcome.RESET,  # HTTP2 framing layer
-    18: Outcome.RESET,  # PARTIAL_FILE: closed before the whole body (truncated chunks)
-    52: Outcome.RESET,  # GOT_NOTHING
-    55: Outcome.RESET,  # SEND_ERROR
-    56: Outcome.RESET,  # RECV_ERROR (RST)
-    92: Outcome.RESET,  # HTTP2_STREAM
-    8: Outcome.MALFORMED,  # WEIRD_SERVER_REPLY
-    61: Outcome.MALFORMED,  # BAD_CONTENT_ENCODING
+    pycurl.E_COULDNT_RESOLVE_HOST: Outcome.DNS,
+    pycurl.E_COULDNT_RESOLVE_PROXY: Outcome.DNS,
+    pycurl.E_COULDNT_CONNECT: Outcome.REFUSED,
+    pycurl.E_OPERATION_TIMEDOUT: Outcome.TIMEOUT,
+    pycurl.E_SSL_CONNECT_ERROR: Outcome.TLS,
+    pycurl.E_SSL_CERTPROBLEM: Outcome.TLS,
+    pycurl.E_SSL_CIPHER: Outcome.TLS,
+    pycurl.E_PEER_FAILED_VERIFICATION: Outcome.TLS,
+    pycurl.E_SSL_CACERT_BADFILE: Outcome.TLS,
+    pycurl.E_SSL_ISSUER_ERROR: Outcome.TLS,
+    pycurl.E_SSL_PINNEDPUBKEYNOTMATCH: Outcome.TLS,
+    pycurl.E_SSL_INVALIDCERTSTATUS: Outcome.TLS,
+    pycurl.E_HTTP2: Outcome.RESET,
+    pycurl.E_PARTIAL_FILE: Outcome.RESET,  # closed before the whole body (truncated chunks)
+    pycurl.E_GOT_NOTHING: Outcome.RESET,
+    pycurl.E_SEND_ERROR: Outcome.RESET,
+    pycurl.E_RECV_ERROR: Outcome.RESET,  # RST
+    _CURLE_HTTP2_STREAM: Outcome.RESET,
+    pycurl.E_FTP_WEIRD_SERVER_REPLY: Outcome.MALFORMED,  # code 8, CURLE_WEIRD_SERVER_REPLY in libcurl now
+    pycurl.E_BAD_CONTENT_ENCODING: Outcome.MALFORMED,
 }
 #: what a user can do about a failure, by curl error code (shown beside curl's own message)
 _CURL_HINTS: dict[int, str] = {
-    28: "raise --timeout if the server is only slow",
-    60: "pass the server's CA with --cacert FILE, or skip verification with --insecure",
+    pycurl.E_OPERATION_TIMEDOUT: "raise --timeout if the server is only slow",
+    pycurl.E_PEER_FAILED_VERIFICATION: "pass the server's CA with --cacert FILE, or skip verification with --insecure",
 }
 
 #: parsing runs in slices this long between checks for input: an event that arrives meanwhile
 #: waits at most about this much for its arrival time, and a check (a select over every
 #: transfer's socket) is paid once per slice, not once per event
 _DIGEST_SLICE_NS = 50_000
+#: after `[DONE]`, how long the response may take to end before netbench ends it: the stream is
+#: complete at [DONE], and a server or proxy that holds the response open must not turn every
+#: request into a timeout. Long enough that a response whose end is merely late is not cut (a
+#: cut response closes its connection, and the next request would pay a new one).
+_END_AFTER_DONE_NS = 50_000_000
+#: bytes of an error response kept to explain the failure
+_ERROR_BODY_BYTES = 4096
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
-# struct tcp_info (linux/tcp.h): tcpi_rtt (smoothed) at byte 68, tcpi_min_rtt (kernel >= 4.6) at 148.
+# struct tcp_info (linux/tcp.h): tcpi_state at byte 0, tcpi_rtt (smoothed) at 68, tcpi_min_rtt
+# (kernel >= 4.6) at 148.
 _TCPI_RTT_OFFSET = 68
 _TCPI_MIN_RTT_OFFSET = 148
+#: tcpi_state values (netinet/tcp.h) of a connection whose peer has closed it
+_PEER_CLOSED_STATES = frozenset((7, 8))  # TCP_CLOSE, TCP_CLOSE_WAIT
 
 
 def curl_version() -> str:
@@ -81,6 +97,18 @@ def curl_version() -> str:
 _RESENT_NOTE = (
     "reset: a reused connection was reset before any response, and libcurl sent the request again "
     "on a new connection (the server may have received it twice); counted as a reset"
+)
+_IDLE_CLOSED_NOTE = (
+    "the server had closed idle keep-alive connections: libcurl found them closed when it sent a request, "
+    "and sent it once more on a new connection (the server received it once); counted as successes on new connections"
+)
+_ENDED_AT_DONE_NOTE = (
+    "the server held responses open after [DONE]: netbench ended them there (e2e is the arrival of [DONE]; "
+    "their connections were closed, so the next requests opened new ones)"
+)
+_ERROR_AFTER_DONE_NOTE = (
+    "the connection failed after [DONE] had arrived: the streams were complete, so the requests are counted "
+    "as successes (e2e ends at the failure)"
 )
 
 
@@ -104,6 +132,23 @@ def outcome_of(curl_error: int, http_status: int, stream_ok: bool, resent: bool 
     if http_status >= 400:
         return Outcome.HTTP_4XX
     return Outcome.OK if stream_ok else Outcome.MALFORMED
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words for an HTTP error: the JSON error message (OpenAI and vLLM:
+    {"error": {"message": ...}}; FastAPI: {"detail": ...}), else the body's first line."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"), data.get("detail")):
+            if isinstance(candidate, str) and candidate.strip():
+                return candidate.strip()[:MAX_MESSAGE_CHARS]
+    text = body.decode("utf-8", "replace")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first[:MAX_MESSAGE_CHARS]
 
 
 def _default_cafile() -> str | None:
@@ -139,91 +184,160 @@ def configure(handle: pycurl.Curl, spec: RunSpec, request: Request) -> None:
     )
 
 
-class _TcpInfo:
-    """The kernel's RTT of a transfer's socket, read through one socket object per descriptor.
+class _Sockets:
+    """TCP_INFO of libcurl's sockets, read through one non-owning view per descriptor.
 
     `socket.fromfd` per request (a dup, an object and a close) cost more than the rest of the
-    request's bookkeeping; a non-owning view of libcurl's descriptor, made once per descriptor
-    number and shared by the driver's transfers (they take turns on the multi's connections),
-    leaves one getsockopt per request. A view never closes its descriptor: libcurl owns it, so
-    `release` detaches them all (the driver's close does).
+    request's bookkeeping; a view of libcurl's descriptor, made once per descriptor number and
+    shared by the driver's transfers (they take turns on the multi's connections), leaves one
+    getsockopt per read. A view never closes its descriptor: libcurl owns it, so `release`
+    detaches them all (the driver's close does). A connection's descriptor is learnt when a
+    transfer completes on it, by its local port, so that the next request on it can look at it
+    before sending (libcurl's callbacks cannot ask for the active socket).
     """
 
-    __slots__ = ("_views",)
+    __slots__ = ("_views", "_fd_by_port")
 
     def __init__(self) -> None:
         self._views: dict[int, socket.socket] = {}
+        self._fd_by_port: dict[int, int] = {}
 
-    def rtt_us(self, handle: pycurl.Curl) -> int:
-        """The RTT, µs, or -1 where the platform has none.
+    def _view(self, fd: int) -> socket.socket:
+        view = self._views.get(fd)
+        if view is None:
+            view = self._views[fd] = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
+        return view
+
+    def remember(self, handle: pycurl.Curl, local_port: int) -> int:
+        """Note the socket of a completed transfer; returns its descriptor (-1 when none)."""
+        try:
+            fd = handle.getinfo(pycurl.ACTIVESOCKET)
+        except pycurl.error:
+            return -1
+        if fd >= 0 and local_port > 0:
+            self._fd_by_port[local_port] = fd
+        return fd
+
+    def peer_closed(self, local_port: int) -> bool:
+        """Whether the peer had already closed the connection with this local port (False when
+        unknown). The descriptor is checked to still be that connection's: numbers get reused."""
+        fd = self._fd_by_port.get(local_port)
+        if fd is None or _TCP_INFO is None:
+            return False
+        try:
+            view = self._view(fd)
+            if view.getsockname()[1] != local_port:
+                return False
+            return view.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0] in _PEER_CLOSED_STATES
+        except OSError:
+            return False
+
+    def rtt_us(self, fd: int) -> int:
+        """The kernel's RTT of a socket, µs, or -1 where the platform has none.
 
         The minimum RTT is preferred to the smoothed one: delayed ACKs of a streamed response
         inflate srtt by milliseconds even on loopback, and the split subtracts this from wait."""
-        if _TCP_INFO is None:
+        if _TCP_INFO is None or fd < 0:
             return -1
         try:
-            fd = handle.getinfo(pycurl.ACTIVESOCKET)
-            if fd < 0:
-                return -1
-            view = self._views.get(fd)
-            if view is None:
-                view = self._views[fd] = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
-            info = view.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
-            offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
-            return struct.unpack_from("I", info, offset)[0]
-        except (OSError, pycurl.error):
+            info = self._view(fd).getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
+        except OSError:
             return -1
+        offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
+        return struct.unpack_from("I", info, offset)[0]
 
     def release(self) -> None:
         for view in self._views.values():
             view.detach()
         self._views.clear()
+        self._fd_by_port.clear()
 
 
 class Transfer:
     """One reusable in-flight slot and the marks of its current request."""
 
     __slots__ = (
-        "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "first_byte_ns",
-        "first_event_ns", "first_token_ns", "last_token_ns", "done_ns", "tokens", "usage_tokens",
-        "malformed", "itl_us", "token_lag_us", "measured", "tcp_info", "chunks", "_backlog", "resent",
+        "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "measured",
+        "first_byte_ns", "first_event_ns", "first_token_ns", "first_content_ns", "last_token_ns", "done_ns",
+        "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
+        "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
+        "malformed", "stream_error", "chunks", "attempts", "closed_attempts", "ended_at_done",
+        "_backlog", "_on_done_seen", "_sockets",
     )  # fmt: skip
 
-    def __init__(self, spec: RunSpec, request: Request, backlog: list[Transfer], tcp_info: _TcpInfo) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        request: Request,
+        backlog: list[Transfer],
+        on_done_seen: Callable[[Transfer], None],
+        sockets: _Sockets,
+    ) -> None:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
         self.streaming = request.streaming
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
+        self.handle.setopt(pycurl.HEADERFUNCTION, self._on_header)
+        self.handle.setopt(pycurl.PREREQFUNCTION, self._on_prereq)
         self.parser = SSEParser()
-        self.tcp_info = tcp_info
+        self._sockets = sockets
         #: (arrival ns, bytes) of stream chunks not parsed yet; `backlog` lists the transfers that have some
         self.chunks: list[tuple[int, bytes]] = []
         self._backlog = backlog
-        self.itl_us: list[int] = []
-        self.token_lag_us: list[int] = []
+        self._on_done_seen = on_done_seen
+        #: (arrival mark µs, tokens carried, server stamp ns) of every token-carrying event
+        self.events: list[tuple[int, int, int]] = []
+        self.headers: list[bytes] = []
         self.begin(0, 0, measured=False)
 
     def begin(self, intended_start_us: int, start_us: int, measured: bool) -> None:
         self.intended_start_us = intended_start_us
         self.start_us = start_us
         self.measured = measured
-        self.first_byte_ns = self.first_event_ns = self.first_token_ns = -1
-        self.last_token_ns = self.done_ns = -1
-        self.tokens = 0
-        self.usage_tokens = -1
-        self.malformed = False
-        self.resent = False
+        self.first_byte_ns = self.first_event_ns = self.first_token_ns = self.first_content_ns = -1
+        self.last_token_ns = self.done_ns = self.final_status_ns = -1
+        self.attempts = self.closed_attempts = 0
+        self.interim_seen = self.error_status = self.ended_at_done = False
+        self.error_body = b""
+        self.headers = []
+        self.event_tokens = self.last_usage_tokens = 0
+        self.usage_tokens = self.usage_prompt_tokens = -1
+        self.malformed = self.stream_error = ""
         if self.streaming:
             self.parser = SSEParser()
             self.chunks = []
-            self.itl_us = []
-            self.token_lag_us = []
+            self.events = []
         self.anchor_ns = monotonic_ns()
 
-    # The write callbacks run for every body chunk: keep them small.
+    # The callbacks run for every header line and body chunk, inside libcurl: keep them small.
+    def _on_prereq(self, primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
+        # Once per attempt, just before the request is sent: libcurl sends a request again when a
+        # reused connection dies before any response, and whether the server had closed that
+        # connection before (an idle close) tells a harmless re-send from a possible duplicate.
+        self.attempts += 1
+        if self._sockets.peer_closed(local_port):
+            self.closed_attempts += 1
+        return pycurl.PREREQFUNC_OK
+
+    def _on_header(self, line: bytes) -> None:
+        if line[:5] != b"HTTP/":
+            self.headers.append(line)
+            return
+        # A status line: the first of each response (interim 1xx ones included).
+        parts = line.split(None, 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if 100 <= status < 200:
+            self.interim_seen = True
+        elif self.interim_seen and self.final_status_ns < 0:
+            self.final_status_ns = monotonic_ns()
+        self.error_status = status >= 400
+        self.headers = []
+
     def _on_body(self, chunk: bytes) -> None:
         if self.first_byte_ns < 0:
             self.first_byte_ns = monotonic_ns()
+        if self.error_status and len(self.error_body) < _ERROR_BODY_BYTES:
+            self.error_body += chunk[: _ERROR_BODY_BYTES - len(self.error_body)]
 
     def _on_stream(self, chunk: bytes) -> None:
         # Only the arrival time is taken here; MultiDriver parses later (`digest`): in a burst of
@@ -233,62 +347,108 @@ class Transfer:
         self.chunks.append((monotonic_ns(), chunk))
 
     def digest(self) -> None:
-        """Parse the stream chunks received since the last digest, each at its arrival time."""
+        """Parse the stream chunks received since the last digest, each at its arrival time.
+        Whatever the server sent, this request alone pays for it: it is marked malformed."""
         chunks, self.chunks = self.chunks, []
-        for now_ns, chunk in chunks:
-            if self.first_byte_ns < 0:
-                self.first_byte_ns = now_ns
-            for data in self.parser.feed(chunk):
-                event = interpret(data)
-                if self.first_event_ns < 0:
-                    self.first_event_ns = now_ns
-                kind = event.kind
-                if kind is EventKind.TOKEN:
-                    if self.first_token_ns < 0:
-                        self.first_token_ns = now_ns
-                    else:
-                        self.itl_us.append((now_ns - self.last_token_ns) // 1000)
-                    self.last_token_ns = now_ns
-                    self.tokens += 1
-                elif kind is EventKind.DONE:
+        try:
+            for now_ns, chunk in chunks:
+                self._digest_chunk(now_ns, chunk)
+        except Exception as error:  # noqa: BLE001  (server data must never stop the worker)
+            self.malformed = self.malformed or f"the stream could not be read ({type(error).__name__})"
+
+    def _digest_chunk(self, now_ns: int, chunk: bytes) -> None:
+        if self.first_byte_ns < 0:
+            self.first_byte_ns = now_ns
+        if self.error_status:
+            if len(self.error_body) < _ERROR_BODY_BYTES:
+                self.error_body += chunk[: _ERROR_BODY_BYTES - len(self.error_body)]
+            return
+        for event_type, data in self.parser.feed(chunk):
+            event = interpret(data, event_type)
+            if self.first_event_ns < 0:
+                self.first_event_ns = now_ns
+            kind = event.kind
+            carried = 1
+            if event.usage_completion_tokens >= 0:
+                # Continuous usage: the cumulative count says how many tokens this event carried.
+                carried = event.usage_completion_tokens - self.last_usage_tokens
+                self.last_usage_tokens = self.usage_tokens = event.usage_completion_tokens
+            if event.usage_prompt_tokens >= 0:
+                self.usage_prompt_tokens = event.usage_prompt_tokens
+            if kind is EventKind.TOKEN:
+                if self.first_token_ns < 0:
+                    self.first_token_ns = now_ns
+                if event.content and self.first_content_ns < 0:
+                    self.first_content_ns = now_ns
+                self.last_token_ns = now_ns
+                self.event_tokens += carried
+                self.events.append(((now_ns - self.anchor_ns) // 1000, carried, event.sent_ns))
+            elif kind is EventKind.DONE:
+                if self.done_ns < 0:
                     self.done_ns = now_ns
-                elif kind is EventKind.MALFORMED:
-                    self.malformed = True
-                if event.usage_completion_tokens >= 0:
-                    self.usage_tokens = event.usage_completion_tokens
-                if event.sent_ns >= 0:
-                    self.token_lag_us.append((now_ns - event.sent_ns) // 1000)
+                    self._on_done_seen(self)
+            elif kind is EventKind.ERROR:
+                self.stream_error = self.stream_error or event.message or "(no message)"
+            elif kind is EventKind.MALFORMED:
+                self.malformed = self.malformed or event.message
+        if self.parser.overflowed:
+            self.malformed = self.malformed or "an event larger than the parser's bound"
 
     def _mark_us(self, ns: int) -> int:
         return (ns - self.anchor_ns) // 1000 if ns >= 0 else -1
 
-    def finish(self, curl_error: int, worker: int) -> tuple:
-        """The request's record, as a tuple in `phases.RECORD_DTYPE` order."""
+    @property
+    def stream_complete(self) -> bool:
+        return self.done_ns >= 0 and not self.malformed and not self.stream_error
+
+    def finish(self, curl_error: int, worker: int, sockets: _Sockets) -> tuple[Record, list[tuple[int, int, int]], Outcome]:
+        """The request's record, its token events, and how it ended."""
         info = self.handle.getinfo
         status = info(pycurl.RESPONSE_CODE)
         new_connection = info(pycurl.NUM_CONNECTS) > 0
-        marks = [info(m) if m is not None else -1 for m in _MARK_INFOS]
-        stream_ok = not self.streaming or (not self.malformed and self.done_ns >= 0)
-        outcome = outcome_of(curl_error, status, stream_ok, self.resent)
-        tcp_rtt = -1 if new_connection or outcome is not Outcome.OK else self.tcp_info.rtt_us(self.handle)
-        return (
-            self.intended_start_us,
-            self.start_us,
-            *marks,
-            self._mark_us(self.first_byte_ns),
-            self._mark_us(self.first_event_ns),
-            self._mark_us(self.first_token_ns),
-            self._mark_us(self.last_token_ns),
-            self._mark_us(self.done_ns),
-            tcp_rtt,
-            self.tokens,
-            self.usage_tokens,
-            status,
-            curl_error,
-            int(outcome),
-            new_connection,
-            worker,
+        marks = {name: info(code) if code is not None else -1 for name, code in _MARK_INFOS}
+        local_port = info(pycurl.LOCAL_PORT)
+        fd = sockets.remember(self.handle, local_port)
+        if self.ended_at_done or (curl_error and self.streaming and status == 200 and self.stream_complete):
+            # The stream was complete at [DONE]: what the connection did afterwards is not the request's.
+            marks["total_mark_us"] = self._mark_us(self.done_ns) if self.ended_at_done else marks["total_mark_us"]
+            curl_error = 0
+        resends = max(self.attempts - 1 - info(pycurl.REDIRECT_COUNT), 0)
+        resent = resends > self.closed_attempts
+        stream_ok = not self.streaming or self.stream_complete
+        outcome = outcome_of(curl_error, status, stream_ok, resent)
+        if outcome is Outcome.MALFORMED and self.stream_error:
+            outcome = Outcome.STREAM_ERROR
+        tcp_rtt = sockets.rtt_us(fd) if outcome is Outcome.OK and not new_connection else -1
+        usage = self.usage_tokens
+        record = Record(
+            transfer_start_ns=self.anchor_ns,
+            intended_start_us=self.intended_start_us,
+            start_us=self.start_us,
+            **marks,
+            final_status_mark_us=self._mark_us(self.final_status_ns),
+            first_byte_mark_us=self._mark_us(self.first_byte_ns),
+            first_event_mark_us=self._mark_us(self.first_event_ns),
+            first_token_mark_us=self._mark_us(self.first_token_ns),
+            first_content_mark_us=self._mark_us(self.first_content_ns),
+            last_token_mark_us=self._mark_us(self.last_token_ns),
+            done_mark_us=self._mark_us(self.done_ns),
+            tcp_rtt_us=tcp_rtt,
+            events=len(self.events),
+            events_kept=len(self.events),
+            event_tokens=self.event_tokens,
+            tokens=usage if usage >= 0 else self.event_tokens,
+            usage_completion_tokens=usage,
+            usage_prompt_tokens=self.usage_prompt_tokens,
+            request_bytes=info(pycurl.REQUEST_SIZE),
+            http_status=status,
+            curl_error=curl_error,
+            error_class=int(outcome),
+            new_connection=new_connection or resends > 0,
+            local_port=local_port,
+            worker=worker,
         )
+        return record, self.events, outcome
 
     def close(self) -> None:
         self.handle.close()
@@ -297,28 +457,38 @@ class Transfer:
 class MultiDriver:
     """One CurlMulti driving a fixed set of slots; the caller decides when a slot starts."""
 
-    def __init__(self, spec: RunSpec, request: Request, slots: int) -> None:
+    def __init__(self, spec: RunSpec, request: Request, slots: int, worker: int = 0) -> None:
+        self.worker = worker
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAXCONNECTS, max(slots, 1))
         self._backlog: list[Transfer] = []
-        self._tcp_info = _TcpInfo()
-        self.transfers = [Transfer(spec, request, self._backlog, self._tcp_info) for _ in range(slots)]
+        self._sockets = _Sockets()
+        #: transfers that saw [DONE], and when their response must have ended (monotonic ns)
+        self._ending: dict[Transfer, int] = {}
+        self.transfers = [Transfer(spec, request, self._backlog, self._done_seen, self._sockets) for _ in range(slots)]
         self.idle = list(self.transfers)
+        self._active: set[Transfer] = set()
         self._by_handle = {t.handle: t for t in self.transfers}
-        #: why requests failed, one report line per kind ("curl 60", "resent"), from its first occurrence
+        #: why requests failed (or what they survived), one report line per kind, from its first occurrence
         self.failure_notes: dict[str, str] = {}
-        self._request_size = 0  # bytes libcurl sends for one request (see _resent)
+        #: how many requests each noted kind concerned (ended at [DONE], idle closes, ...)
+        self.tallies: dict[str, int] = {}
+        self._secrets: Sequence[str] = spec.secret_values()
 
     @property
     def active(self) -> int:
-        return len(self.transfers) - len(self.idle)
+        return len(self._active)
 
     def start(self, intended_start_us: int, start_us: int, measured: bool) -> None:
         transfer = self.idle.pop()
         transfer.begin(intended_start_us, start_us, measured)
+        self._active.add(transfer)
         self.multi.add_handle(transfer.handle)
 
-    def step(self, timeout_s: float, on_done: Callable[[Transfer, int], None]) -> int:
+    def _done_seen(self, transfer: Transfer) -> None:
+        self._ending[transfer] = transfer.done_ns + _END_AFTER_DONE_NS
+
+    def step(self, timeout_s: float, on_done: Callable[[Transfer, Record, list, Outcome], None]) -> int:
         """Drive transfers; wait at most timeout_s for activity. Returns how many finished."""
         finished = self._perform(on_done)
         if finished:
@@ -332,64 +502,96 @@ class MultiDriver:
             slice_end_ns = monotonic_ns() + _DIGEST_SLICE_NS
             while backlog and monotonic_ns() < slice_end_ns:
                 backlog.pop().digest()
+        finished = self._end_held_open(on_done)
+        if finished:
+            return finished
         curl_timeout_ms = self.multi.timeout()
         if curl_timeout_ms >= 0:
             timeout_s = min(timeout_s, curl_timeout_ms / 1000)
+        if self._ending:
+            timeout_s = min(timeout_s, max(min(self._ending.values()) - monotonic_ns(), 0) / 1e9)
         if timeout_s > 0:
             self.multi.select(timeout_s)
         return self._perform(on_done)
 
-    def _perform(self, on_done: Callable[[Transfer, int], None]) -> int:
+    def _end_held_open(self, on_done: Callable[[Transfer, Record, list, Outcome], None]) -> int:
+        """End the transfers whose response is still open well after its [DONE]."""
+        now_ns = monotonic_ns()
+        due = [t for t, deadline_ns in self._ending.items() if deadline_ns <= now_ns]
+        for transfer in due:
+            transfer.ended_at_done = True
+            self._tally("ended_at_done", _ENDED_AT_DONE_NOTE)
+            self._complete(transfer.handle, 0, "", on_done)
+        return len(due)
+
+    def _perform(self, on_done: Callable[[Transfer, Record, list, Outcome], None]) -> int:
         while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
         finished = 0
         while True:
             queued, ok_handles, failed = self.multi.info_read()
             for handle in ok_handles:
-                self._complete(handle, 0, on_done)
+                self._complete(handle, 0, "", on_done)
             for handle, curl_error, message in failed:
-                if f"curl {curl_error}" not in self.failure_notes:
-                    self.failure_notes[f"curl {curl_error}"] = _curl_error_note(curl_error, message)
-                self._complete(handle, curl_error, on_done)
+                self._complete(handle, curl_error, message, on_done)
             finished += len(ok_handles) + len(failed)
             if not queued:
                 return finished
 
-    def _complete(self, handle: pycurl.Curl, curl_error: int, on_done: Callable[[Transfer, int], None]) -> None:
+    def _complete(
+        self, handle: pycurl.Curl, curl_error: int, message: str, on_done: Callable[[Transfer, Record, list, Outcome], None]
+    ) -> None:
         transfer = self._by_handle[handle]
         transfer.digest()  # whatever of the stream is not parsed yet
-        transfer.resent = self._resent(handle)
-        on_done(transfer, curl_error)  # before remove_handle: the socket is still the transfer's (TCP_INFO)
+        self._ending.pop(transfer, None)
+        # finish before remove_handle: the socket is still the transfer's (TCP_INFO)
+        record, events, outcome = transfer.finish(curl_error, self.worker, self._sockets)
+        self._explain(transfer, record, outcome, curl_error, message)
+        on_done(transfer, record, events, outcome)
         self.multi.remove_handle(handle)
+        self._active.discard(transfer)
         self.idle.append(transfer)
 
-    def _resent(self, handle: pycurl.Curl) -> bool:
-        """Whether libcurl sent this request twice. When a reused connection dies before any
-        response byte, libcurl silently sends the request again on a new connection; the request
-        bytes then add up to two requests. Every request of a run is the same bytes, and the first
-        to complete ran on a new connection (nothing to reuse yet), so it gives one request's size.
-        Followed redirects add up too, so they are not judged."""
-        size = handle.getinfo(pycurl.REQUEST_SIZE)
-        if not self._request_size:
-            self._request_size = size
-            return False
-        if size < 2 * self._request_size or handle.getinfo(pycurl.REDIRECT_COUNT):
-            return False
-        self.failure_notes.setdefault("resent", _RESENT_NOTE)
-        return True
+    def _tally(self, kind: str, note: str) -> None:
+        self.tallies[kind] = self.tallies.get(kind, 0) + 1
+        self.failure_notes.setdefault(kind, note)
+
+    def _explain(self, transfer: Transfer, record: Record, outcome: Outcome, curl_error: int, message: str) -> None:
+        """Keep one line per kind of failure (and of survived trouble) for the report."""
+        if outcome is Outcome.OK:
+            if transfer.closed_attempts:
+                self._tally("idle_closes", _IDLE_CLOSED_NOTE)
+            if curl_error and not transfer.ended_at_done:
+                self._tally("errors_after_done", _ERROR_AFTER_DONE_NOTE)
+            return
+        if record.curl_error:
+            self.failure_notes.setdefault(f"curl {record.curl_error}", _curl_error_note(record.curl_error, message))
+        elif outcome is Outcome.RESET:
+            self.failure_notes.setdefault("resent", _RESENT_NOTE)
+        elif outcome in (Outcome.HTTP_4XX, Outcome.HTTP_5XX):
+            said = redact(error_message(transfer.error_body), self._secrets)
+            why = f": {said}" if said else " (no message in the body)"
+            self.failure_notes.setdefault(f"http {record.http_status}", f"{outcome.key}: HTTP {record.http_status}{why}")
+        elif outcome is Outcome.STREAM_ERROR:
+            said = redact(transfer.stream_error, self._secrets)
+            self.failure_notes.setdefault("stream_error", f"stream_error: the server reported an error inside the stream: {said}")
+        elif outcome is Outcome.MALFORMED:
+            why = transfer.malformed or ("the stream ended without [DONE]" if transfer.done_ns < 0 else "unreadable stream")
+            self.failure_notes.setdefault("malformed", f"malformed: {redact(why, self._secrets)}")
 
     def abort_all(self) -> None:
         """Stop every in-flight transfer without recording it (interrupted runs)."""
-        for transfer in self.transfers:
-            if transfer not in self.idle:
-                self.multi.remove_handle(transfer.handle)
-                self.idle.append(transfer)
+        for transfer in list(self._active):
+            self.multi.remove_handle(transfer.handle)
+            self._active.discard(transfer)
+            self.idle.append(transfer)
+        self._ending.clear()
 
     def close(self) -> None:
         self.abort_all()
         for transfer in self.transfers:
             transfer.close()
-        self._tcp_info.release()
+        self._sockets.release()
         self.multi.close()
 
 

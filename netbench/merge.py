@@ -18,7 +18,7 @@ import numpy as np
 
 from netbench.histograms import PhaseHistograms
 from netbench.load_check import is_load_note, load_notes
-from netbench.phases import RECORD_DTYPE
+from netbench.phases import empty_events, empty_records
 from netbench.results import RunResult, WorkerInfo
 from netbench.spec import RunSpec, SpecError
 
@@ -36,6 +36,7 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
     counters: Counter[str] = Counter()
     workers: list[WorkerInfo] = []
     records: list[np.ndarray] = []
+    events: list[np.ndarray] = []
     for result in results:
         histograms.add_encoded(result.histograms.encode())
         counters.update(result.counters)
@@ -45,6 +46,7 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
             renumbered = result.records.copy()
             renumbered["worker"] += offset
             records.append(renumbered)
+            events.append(result.events)
 
     started_at_s = min(r.started_at_s for r in results)
     ended_at_s = max(r.started_at_s + r.elapsed_s for r in results)
@@ -52,7 +54,8 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
         spec=_total_spec([r.spec for r in results]),
         histograms=histograms,
         counters=counters,
-        records=np.concatenate(records) if records else np.zeros(0, dtype=RECORD_DTYPE),
+        records=np.concatenate(records) if records else empty_records(0),
+        events=np.concatenate(events) if events else empty_events(),
         workers=workers,
         started_at_s=started_at_s,
         elapsed_s=ended_at_s - started_at_s,

@@ -15,6 +15,8 @@ class Outcome(enum.IntEnum):
     HTTP_4XX = 6
     HTTP_5XX = 7
     MALFORMED = 8
+    #: the server reported an error inside a 200 stream (vLLM's engine failures)
+    STREAM_ERROR = 10
     OTHER = 9
 
     @property

@@ -1,13 +1,17 @@
-"""THE table of phases, and the one place where per-request marks become phase durations.
+"""THE table of phases, the per-request record, and the one place where marks become durations.
 
-A worker fills a numpy record per request (`RECORD_DTYPE`) with libcurl's cumulative
-``*_TIME_T`` marks and the SSE marks of the write callback, all integer microseconds on one
-axis anchored at the transfer's start (DESIGN.md, "Clocks and marks"). ``derive`` turns a
-batch of records into per-phase duration arrays, vectorised, once.
+A worker fills one record per request (`RECORD_DTYPE`, built by field name through `Record`)
+with libcurl's cumulative ``*_TIME_T`` marks and the marks of the write and header callbacks,
+all integer microseconds on one axis anchored at the transfer's start (docs/architecture.md,
+"Clocks and marks"). Beside the records lies one array of token events (`EVENT_DTYPE`): each
+record's kept events, in record order (`events_kept` of them per record). `derive` turns a batch
+of records and their events into every phase, vectorised, once: per-request phases one value a
+record, per-token phases (`itl`, `token_lag`) one value a token gap or a stamped event.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +21,9 @@ MISSING = -1
 
 RECORD_DTYPE = np.dtype(
     [
+        # the transfer's start on the machine's monotonic clock (ns): the anchor of every mark,
+        # comparable with any process's time.monotonic_ns() on this host (server logs, tests)
+        ("transfer_start_ns", np.int64),
         # schedule (µs since the run's start); intended == actual in closed loop
         ("intended_start_us", np.int64),
         ("start_us", np.int64),
@@ -29,32 +36,69 @@ RECORD_DTYPE = np.dtype(
         ("posttransfer_mark_us", np.int64),
         ("starttransfer_mark_us", np.int64),
         ("total_mark_us", np.int64),
+        # header-callback mark: the final response's status line, when a 1xx interim response
+        # (100 Continue, 103 Early Hints) came first; STARTTRANSFER is then the 1xx's first byte
+        ("final_status_mark_us", np.int64),
         # write-callback marks on the same axis
         ("first_byte_mark_us", np.int64),
         ("first_event_mark_us", np.int64),
-        ("first_token_mark_us", np.int64),
+        ("first_token_mark_us", np.int64),  # any generated token: content, reasoning, tool call
+        ("first_content_mark_us", np.int64),  # the first visible content token
         ("last_token_mark_us", np.int64),
         ("done_mark_us", np.int64),
         # kernel minimum RTT of the transfer's socket (TCP_INFO), µs
         ("tcp_rtt_us", np.int64),
+        # token-carrying SSE events, and how many of them lie in the events array
+        ("events", np.int32),
+        ("events_kept", np.int32),
+        # tokens the events carried by the stream's own counts (continuous usage, else 1 each)
+        ("event_tokens", np.int32),
+        # output tokens: the server's usage when it sent one, else event_tokens
         ("tokens", np.int32),
         ("usage_completion_tokens", np.int32),
+        ("usage_prompt_tokens", np.int32),
+        ("request_bytes", np.int64),
         ("http_status", np.int16),
         ("curl_error", np.int16),
         ("error_class", np.int8),
         ("new_connection", np.bool_),
+        ("local_port", np.int32),
         ("worker", np.int16),
     ]
 )
+
+#: one token-carrying event of a stream: its arrival mark (µs on its record's axis), the tokens
+#: it carried, and the server's monotonic send stamp when the server stamps events (else -1)
+EVENT_DTYPE = np.dtype([("mark_us", np.int64), ("tokens", np.int32), ("server_sent_ns", np.int64)])
+
+#: a record as a tuple in RECORD_DTYPE's order, built by field name: `Record(tokens=3, ...)`
+Record = namedtuple("Record", RECORD_DTYPE.names)  # type: ignore[misc]
 
 
 def empty_records(count: int) -> np.ndarray:
     """Records with every mark MISSING, ready to be filled."""
     records = np.zeros(count, dtype=RECORD_DTYPE)
     for name in RECORD_DTYPE.names:
-        if name.endswith("_us"):
+        if name.endswith(("_us", "_tokens")) and name != "event_tokens":
             records[name] = MISSING
+    records["local_port"] = MISSING
     return records
+
+
+def empty_events(count: int = 0) -> np.ndarray:
+    events = np.zeros(count, dtype=EVENT_DTYPE)
+    events["server_sent_ns"] = MISSING
+    return events
+
+
+def event_owner(records: np.ndarray) -> np.ndarray:
+    """For each event of the events array beside `records`, the index of its record."""
+    return np.repeat(np.arange(len(records)), records["events_kept"])
+
+
+def select(records: np.ndarray, events: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The records where `mask` holds, and their events."""
+    return records[mask], events[mask[event_owner(records)]]
 
 
 @dataclass(frozen=True)
@@ -63,10 +107,12 @@ class Phase:
 
     name: str  # the key in every output, e.g. "ttft"
     label: str  # what a person reads
-    definition: str  # from-mark -> to-mark, as DESIGN.md states it
+    definition: str  # from-mark -> to-mark, as docs/architecture.md states it
     new_connection_only: bool = False
     streaming_only: bool = False
     open_loop_only: bool = False
+    #: one value per token gap or stamped event, not one per request
+    per_token: bool = False
 
 
 PHASES: tuple[Phase, ...] = (
@@ -74,36 +120,38 @@ PHASES: tuple[Phase, ...] = (
     Phase("connect", "TCP connect", "CONNECT - NAMELOOKUP", new_connection_only=True),
     Phase("tls", "TLS handshake", "APPCONNECT - CONNECT", new_connection_only=True),
     Phase("send", "request send", "POSTTRANSFER - PRETRANSFER"),
-    Phase("wait", "server wait", "STARTTRANSFER - POSTTRANSFER"),
-    Phase("ttfb", "time to first byte", "STARTTRANSFER"),
-    Phase("ttft", "time to first token", "first token event", streaming_only=True),
-    Phase("itl", "inter-token latency", "gap between token events", streaming_only=True),
+    Phase("wait", "server wait", "first byte of the final response - POSTTRANSFER"),
+    Phase("ttfb", "time to first byte", "first byte of the final response (STARTTRANSFER unless a 1xx came first)"),
+    Phase("ttft", "time to first token", "first event carrying a generated token", streaming_only=True),
+    Phase("ttft_content", "time to first content token", "first event carrying visible content", streaming_only=True),
+    Phase("itl", "inter-token latency", "gap between token events, per token", streaming_only=True, per_token=True),
     Phase("tpot", "time per output token", "(e2e - ttft) / (tokens - 1)", streaming_only=True),
-    Phase("e2e", "end to end", "TOTAL"),
+    Phase("e2e", "end to end", "TOTAL, or [DONE] when the server held the response open"),
     Phase("queue", "libcurl queue", "QUEUE"),
     Phase("lag", "schedule lag", "actual start - intended start", open_loop_only=True),
     # open loop: ttfb/ttft/e2e count from the intended start; these count from the actual one
-    Phase("ttfb_uncorrected", "TTFB from actual send", "STARTTRANSFER", open_loop_only=True),
+    Phase("ttfb_uncorrected", "TTFB from actual send", "first byte of the final response", open_loop_only=True),
     Phase("ttft_uncorrected", "TTFT from actual send", "first token event", streaming_only=True, open_loop_only=True),
     Phase("e2e_uncorrected", "e2e from actual send", "TOTAL", open_loop_only=True),
-    # the network-vs-server split (DESIGN.md, "Network vs server split")
-    Phase("rtt", "network RTT", "TCP handshake, or TCP_INFO srtt on reused connections"),
+    # the network-vs-server split (docs/architecture.md, "Network vs server split")
+    Phase("rtt", "network RTT", "TCP handshake, or TCP_INFO min RTT on reused connections"),
     Phase("network", "network + HTTP", "dns + connect + tls + send + rtt"),
     Phase("server", "server time", "wait - rtt"),
     Phase("ttft_after_headers", "TTFT after headers", "ttft - ttfb", streaming_only=True),
     # measuring the measurer: only servers that stamp their events (`netbench serve --stamp-events`)
-    Phase("token_lag", "token arrival lag", "client saw event - server stamped it", streaming_only=True),
+    Phase("token_lag", "token arrival lag", "client saw event - server stamped it", streaming_only=True, per_token=True),
 )
 
 PHASE_NAMES: tuple[str, ...] = tuple(p.name for p in PHASES)
+PHASE_BY_NAME: dict[str, Phase] = {p.name: p for p in PHASES}
 #: open loop measures these from the intended start; `<name>_uncorrected` from the actual one
 _CORRECTED = ("ttfb", "ttft", "e2e")
-PHASE_BY_NAME: dict[str, Phase] = {p.name: p for p in PHASES}
 
 
 @dataclass(frozen=True)
 class Derived:
-    """Per-phase durations of a batch of successful records; MISSING where a phase does not apply."""
+    """Every phase of a batch of successful records: per-request phases one value a record
+    (MISSING where the phase does not apply), per-token phases one value a sample."""
 
     values_us: dict[str, np.ndarray]
     #: requests where libcurl's marks ran backwards (CPU starvation) and were clamped
@@ -118,11 +166,17 @@ def _gap(later: np.ndarray, earlier: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.where(present, np.maximum(raw, 0), MISSING), clamped
 
 
-def derive(records: np.ndarray, open_loop: bool = False) -> Derived:
-    """Turn marks into phase durations (µs). Call it with successful records only."""
+def _missing(count: int) -> np.ndarray:
+    return np.full(count, MISSING, dtype=np.int64)
+
+
+def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: bool = False) -> Derived:
+    """Turn marks into phase durations (µs). Call it with successful records only, and the
+    events array that lies beside them (None: no per-token phases)."""
     r = records
     new = r["new_connection"]
     posttransfer = np.where(r["posttransfer_mark_us"] >= 0, r["posttransfer_mark_us"], r["pretransfer_mark_us"])
+    first_byte = np.where(r["final_status_mark_us"] >= 0, r["final_status_mark_us"], r["starttransfer_mark_us"])
     values: dict[str, np.ndarray] = {}
 
     # NAMELOOKUP/CONNECT/APPCONNECT are 0 on a reused connection: reuse decides, never the zero.
@@ -134,9 +188,10 @@ def derive(records: np.ndarray, open_loop: bool = False) -> Derived:
     tls, clamp_tls = _gap(r["appconnect_mark_us"], r["connect_mark_us"])
     values["tls"] = np.where(has_tls, tls, MISSING)
     values["send"], clamp_send = _gap(posttransfer, r["pretransfer_mark_us"])
-    values["wait"], clamp_wait = _gap(r["starttransfer_mark_us"], posttransfer)
-    values["ttfb"] = r["starttransfer_mark_us"].copy()
+    values["wait"], clamp_wait = _gap(first_byte, posttransfer)
+    values["ttfb"] = first_byte.copy()
     values["ttft"] = r["first_token_mark_us"].copy()
+    values["ttft_content"] = r["first_content_mark_us"].copy()
     values["e2e"] = r["total_mark_us"].copy()
     values["queue"] = r["queue_mark_us"].copy()
 
@@ -146,12 +201,13 @@ def derive(records: np.ndarray, open_loop: bool = False) -> Derived:
     values["tpot"] = np.where(has_tpot, np.maximum(decode_us, 0) // np.maximum(tokens - 1, 1), MISSING)
 
     lag = r["start_us"] - r["intended_start_us"]
-    values["lag"] = np.full(len(r), MISSING, dtype=np.int64) if not open_loop else np.maximum(lag, 0)
+    values["lag"] = np.maximum(lag, 0) if open_loop else _missing(len(r))
     for name in _CORRECTED:
         # Kept beside the corrected value, as wrk2 does, so the cost of the wait can be read off.
-        values[f"{name}_uncorrected"] = values[name] if open_loop else np.full(len(r), MISSING, dtype=np.int64)
-        if open_loop:
-            # Measured from the intended send time: the wait the schedule imposed counts (no coordinated omission).
+        values[f"{name}_uncorrected"] = values[name] if open_loop else _missing(len(r))
+    if open_loop:
+        # Measured from the intended send time: the wait the schedule imposed counts (no coordinated omission).
+        for name in (*_CORRECTED, "ttft_content"):
             values[name] = np.where(values[name] >= 0, values[name] + values["lag"], MISSING)
 
     rtt = np.where(new, values["connect"], r["tcp_rtt_us"])
@@ -160,8 +216,43 @@ def derive(records: np.ndarray, open_loop: bool = False) -> Derived:
     values["server"] = np.where(has_split, np.maximum(values["wait"] - rtt, 0), MISSING)
     parts = [np.maximum(values[k], 0) for k in ("dns", "connect", "tls", "send")]
     values["network"] = np.where(has_split, sum(parts) + np.maximum(rtt, 0), MISSING)
-    after_headers, _ = _gap(r["first_token_mark_us"], r["starttransfer_mark_us"])
-    values["ttft_after_headers"] = after_headers
+    values["ttft_after_headers"], _ = _gap(r["first_token_mark_us"], first_byte)
 
+    values["itl"], values["token_lag"] = _per_token(r, events)
     clamped = (clamp_connect & new) | (clamp_tls & has_tls) | clamp_send | clamp_wait
     return Derived(values_us=values, clamped=int(np.count_nonzero(clamped)))
+
+
+def _per_token(records: np.ndarray, events: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(ITL samples, token lag samples), µs.
+
+    ITL is per token: an event that arrived a gap g after the previous token event and carried
+    k tokens contributes k samples of g / k (the gap counted once in all, spread over the
+    tokens it delivered; the first event's tokens have no gap before them). Where the stream's
+    own per-event counts disagree with the server's usage total (usage only at the end, k
+    unknown), each later event is taken to carry the mean (tokens - 1) / (events - 1) and
+    contributes one sample of g divided by that mean.
+    """
+    if events is None or len(events) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    kept = records["events_kept"].astype(np.int64)
+    owner = event_owner(records)
+    starts = np.concatenate(([0], np.cumsum(kept)[:-1]))
+    later = np.ones(len(events), dtype=bool)
+    later[starts[kept > 0]] = False  # each record's first kept event has no gap before it
+    marks = events["mark_us"]
+    gaps = np.zeros(len(events), dtype=np.int64)
+    gaps[1:] = marks[1:] - marks[:-1]
+    gaps = np.maximum(gaps, 0)
+    per_event = events["tokens"].astype(np.int64)
+    agrees = (records["tokens"] == records["event_tokens"])[owner]
+    counted = later & agrees & (per_event > 0)
+    itl_counted = np.repeat(gaps[counted] // per_event[counted], per_event[counted])
+    spread = later & ~agrees
+    tokens, event_count = records["tokens"].astype(np.float64), records["events"].astype(np.float64)
+    mean_tokens = np.where(event_count > 1, (tokens - 1) / np.maximum(event_count - 1, 1), 1.0)[owner]
+    itl_spread = (gaps[spread] / np.maximum(mean_tokens[spread], 1e-9)).astype(np.int64)
+    stamped = events["server_sent_ns"] >= 0
+    arrival_ns = records["transfer_start_ns"][owner[stamped]] + marks[stamped] * 1000
+    lag = (arrival_ns - events["server_sent_ns"][stamped]) // 1000
+    return np.concatenate((itl_counted, itl_spread)), np.maximum(lag, 0)

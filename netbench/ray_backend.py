@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from netbench.phases import RECORD_DTYPE
+from netbench.phases import empty_records
 from netbench.runner import ProgressCallback, _stop_on_signals, stop_signal_name
 from netbench.spec import SpecError
 from netbench.worker import WorkerResult, WorkerTask, run_worker
@@ -299,7 +299,7 @@ def _run_bound_s(task: WorkerTask) -> float:
 def _failed(task: WorkerTask, where: tuple[str, int], error: str) -> WorkerResult:
     """The result of a worker that returned none: reported, with nothing measured."""
     host, pid = where
-    return WorkerResult(task.index, host, pid, {}, {}, np.zeros(0, dtype=RECORD_DTYPE), error=error)
+    return WorkerResult(task.index, host, pid, {}, {}, empty_records(0), error=error)
 
 
 def _describe(ray: Any, error: Exception) -> str:

@@ -14,10 +14,12 @@ import numpy as np
 
 from netbench.histograms import PhaseHistograms, PhaseStats
 from netbench.outcomes import FAILURES, Outcome
-from netbench.phases import RECORD_DTYPE
+from netbench.phases import EVENT_DTYPE, RECORD_DTYPE, empty_events, empty_records
 from netbench.spec import RunSpec
 
-SCHEMA_VERSION = 1
+#: 2: records by field name with token events beside them (1: older records, no events; read)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class RunFileError(ValueError):
@@ -56,6 +58,8 @@ class RunResult:
     context: dict[str, object] = field(default_factory=dict)
     #: server-side /metrics differences, when the server exposes them
     server_metrics: dict[str, object] | None = None
+    #: the kept records' token events, in record order (phases.EVENT_DTYPE)
+    events: np.ndarray = field(default_factory=empty_events)
 
     # --- derived numbers every renderer shares ---
     def stats(self, phase: str) -> PhaseStats | None:
@@ -109,20 +113,26 @@ class RunResult:
             "notes": list(self.notes),
             "context": dict(self.context),
             "server_metrics": self.server_metrics,
-            "records": _encode_records(self.records) if include_records else None,
+            "records": _encode_array(self.records) if include_records else None,
+            "events": _encode_array(self.events) if include_records else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> RunResult:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise RunFileError(f"unsupported run file schema_version {version!r} (this netbench reads {SCHEMA_VERSION})")
-        records = data.get("records")
+        if version not in READABLE_VERSIONS:
+            raise RunFileError(f"unsupported run file schema_version {version!r} (this netbench reads {READABLE_VERSIONS})")
+        records = _decode_array(data["records"]) if data.get("records") else empty_records(0)  # type: ignore[arg-type]
+        events = _decode_array(data["events"]) if data.get("events") else empty_events()  # type: ignore[arg-type]
+        if version == 1:
+            records = _records_from_v1(records)
+        if records.dtype != RECORD_DTYPE or events.dtype != EVENT_DTYPE or len(events) != records["events_kept"].sum():
+            raise ValueError("the records or their events do not have this netbench's layout")
         return cls(
             spec=RunSpec.from_public_dict(data["spec"]),  # type: ignore[arg-type]
             histograms=PhaseHistograms.decode(data["histograms"]),  # type: ignore[arg-type]
             counters=Counter(data["counters"]),  # type: ignore[arg-type]
-            records=_decode_records(records) if records else np.zeros(0, dtype=RECORD_DTYPE),  # type: ignore[arg-type]
+            records=records,
             workers=[WorkerInfo(**w) for w in data.get("workers", [])],  # type: ignore[union-attr,arg-type]
             started_at_s=float(data.get("started_at_s", 0.0)),  # type: ignore[arg-type]
             elapsed_s=float(data.get("elapsed_s", 0.0)),  # type: ignore[arg-type]
@@ -130,6 +140,7 @@ class RunResult:
             notes=list(data.get("notes", [])),  # type: ignore[call-overload]
             context=dict(data.get("context", {})),  # type: ignore[call-overload]
             server_metrics=data.get("server_metrics"),  # type: ignore[arg-type]
+            events=events,
         )
 
     def save(self, path: str | Path) -> None:
@@ -149,12 +160,24 @@ class RunResult:
             raise RunFileError(f"{path} is not a valid netbench run file: {error}") from None
 
 
-def _encode_records(records: np.ndarray) -> str:
+def _encode_array(array: np.ndarray) -> str:
     buffer = io.BytesIO()
-    np.save(buffer, records, allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)
     return base64.b64encode(zlib.compress(buffer.getvalue())).decode("ascii")
 
 
-def _decode_records(text: str) -> np.ndarray:
+def _decode_array(text: str) -> np.ndarray:
     raw = zlib.decompress(base64.b64decode(text))
     return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def _records_from_v1(old: np.ndarray) -> np.ndarray:
+    """Version 1 records in today's layout, field by field. Version 1 counted token events as
+    `tokens` (usage aside) and kept no events: itl and token_lag live in its histograms only."""
+    records = empty_records(len(old))
+    for name in old.dtype.names or ():
+        if name in RECORD_DTYPE.names:
+            records[name] = old[name]
+    if "tokens" in (old.dtype.names or ()):
+        records["events"] = records["event_tokens"] = old["tokens"]
+    return records

@@ -20,7 +20,7 @@ from netbench.curl import curl_version, fetch
 from netbench.histograms import PhaseHistograms
 from netbench.load_check import load_notes
 from netbench.pacing import split_evenly
-from netbench.phases import RECORD_DTYPE
+from netbench.phases import empty_events, empty_records
 from netbench.results import RunResult, WorkerInfo
 from netbench.server_metrics import Scrape, difference, scrape
 from netbench.spec import RunSpec
@@ -253,6 +253,7 @@ def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_
         histograms.add_encoded(w.histograms)
         counters.update(w.counters)
     records = [w.records for w in worker_results if len(w.records)]
+    events = [w.events for w in worker_results if len(w.records)]
     infos = [
         WorkerInfo(w.index, w.host, w.pid, w.counters.get("requests", 0), w.started_at_s, w.elapsed_s, w.cpu_s, w.error)
         for w in worker_results
@@ -261,7 +262,8 @@ def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_
         spec=spec,
         histograms=histograms,
         counters=counters,
-        records=np.concatenate(records) if records else np.zeros(0, dtype=RECORD_DTYPE),
+        records=np.concatenate(records) if records else empty_records(0),
+        events=np.concatenate(events) if events else empty_events(),
         workers=infos,
         started_at_s=min((w.started_at_s for w in worker_results if w.started_at_s), default=started_at_s),
         elapsed_s=max((w.elapsed_s for w in worker_results), default=0.0),

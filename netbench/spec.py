@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from netbench.secrets import REDACTED, is_secret_header
+
 MODES = ("health", "models", "completions", "chat", "get")
 STREAMING_MODES = ("completions", "chat")
 ARRIVALS = ("poisson", "constant")
@@ -29,6 +31,9 @@ class RunSpec:
     # a small model given "Say hello." as a completion prompt often ends after one token.
     prompt: str = "Write a short story about a lighthouse keeper. Once upon a time,"
     model: str | None = None
+    #: ask streams for usage (`stream_options`: include_usage, continuous_usage_stats), which
+    #: gives the output token count and the tokens of each event; off for servers that reject it
+    stream_usage: bool = True
     headers: tuple[tuple[str, str], ...] = ()
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 60.0
@@ -74,8 +79,17 @@ class RunSpec:
         """The spec as written to files and reports: secrets removed."""
         out = dataclasses.asdict(self)
         out.pop("api_key")
-        out["headers"] = [[k, "<redacted>" if _is_secret_header(k) else v] for k, v in self.headers]
+        out["headers"] = [[k, REDACTED if is_secret_header(k) else v] for k, v in self.headers]
         return out
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret this run sends (the API key, secret headers' values and their tokens),
+        for redacting text that may echo them."""
+        values = [self.api_key] if self.api_key else []
+        for name, value in self.headers:
+            if is_secret_header(name):
+                values += [value, value.partition(" ")[2]]
+        return tuple(v for v in values if v)
 
     @classmethod
     def from_public_dict(cls, data: dict[str, object]) -> RunSpec:
@@ -83,10 +97,6 @@ class RunSpec:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["headers"] = tuple(tuple(h) for h in kwargs.get("headers", ()))  # type: ignore[union-attr]
         return cls(**kwargs)  # type: ignore[arg-type]
-
-
-def _is_secret_header(name: str) -> bool:
-    return name.lower() in ("authorization", "proxy-authorization", "x-api-key", "api-key", "cookie")
 
 
 def api_key_from_env() -> str | None:

@@ -21,13 +21,17 @@ from netbench.curl import MultiDriver, Transfer
 from netbench.histograms import PhaseHistograms
 from netbench.outcomes import Outcome
 from netbench.pacing import ClosedLoop, OpenLoop, open_loop_schedule
-from netbench.phases import RECORD_DTYPE, derive
+from netbench.phases import EVENT_DTYPE, RECORD_DTYPE, Record, derive, empty_events, select
 from netbench.spec import RunSpec
 from netbench.workloads import Request
 
-_FLUSH_EVERY = 4096  # records per bulk histogram update: bounds memory, amortises numpy
+# A bulk histogram update every this many records or token events: bounds memory, amortises numpy.
+_FLUSH_RECORDS = 4096
+_FLUSH_EVENTS = 262_144
+#: token events kept beside the sampled records, per worker (20 bytes each): the sample's
+#: records keep theirs while this lasts; every gap still reaches the histograms
+_KEPT_EVENTS = 4_000_000
 _CONTROL_PERIOD_NS = 20_000_000  # how often the loop looks at the stop flag and reports progress
-_ERROR_CLASS = RECORD_DTYPE.names.index("error_class")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class WorkerResult:
     histograms: dict[str, object]
     counters: dict[str, int]
     records: np.ndarray
+    #: the kept records' token events, in record order (phases.EVENT_DTYPE)
+    events: np.ndarray = field(default_factory=empty_events)
     #: wall-clock time of the first measured send, and the measured span
     started_at_s: float = 0.0
     elapsed_s: float = 0.0
@@ -75,7 +81,7 @@ class WorkerResult:
 
 
 class Recorder:
-    """Turns finished transfers into histogram counts, counters and a bounded record sample."""
+    """Turns finished requests into histogram counts, counters and a bounded record sample."""
 
     def __init__(self, worker: int, open_loop: bool, max_records: int, seed: int) -> None:
         self.worker = worker
@@ -83,39 +89,35 @@ class Recorder:
         self.histograms = PhaseHistograms()
         self.counters: Counter[str] = Counter()
         self.completed = 0
-        self._batch: list[tuple] = []
-        self._itl_us: list[int] = []
-        self._token_lag_us: list[int] = []
+        self._batch: list[Record] = []
+        self._batch_events: list[tuple[int, int, int]] = []
         self._kept = np.zeros(max_records, dtype=RECORD_DTYPE)
+        self._kept_events: list[np.ndarray] = [empty_events()] * max_records
+        self._kept_event_count = 0
         self._seen = 0
         self._rng = np.random.default_rng([seed, worker, 7])
 
-    def on_done(self, transfer: Transfer, curl_error: int) -> None:
-        row = transfer.finish(curl_error, self.worker)
+    def on_done(self, transfer: Transfer, record: Record, events: list[tuple[int, int, int]], outcome: Outcome) -> None:
         if not transfer.measured:
             return
         self.completed += 1
-        self._batch.append(row)
-        if row[_ERROR_CLASS] == Outcome.OK and transfer.streaming:
-            self._itl_us.extend(transfer.itl_us)
-            self._token_lag_us.extend(transfer.token_lag_us)
-        if len(self._batch) >= _FLUSH_EVERY:
+        self._batch.append(record)
+        self._batch_events += events
+        if len(self._batch) >= _FLUSH_RECORDS or len(self._batch_events) >= _FLUSH_EVENTS:
             self.flush()
 
     def flush(self) -> None:
         if not self._batch:
             return
         records = np.array(self._batch, dtype=RECORD_DTYPE)
+        events = np.array(self._batch_events, dtype=EVENT_DTYPE)
         self._batch.clear()
-        ok = records[records["error_class"] == Outcome.OK]
-        derived = derive(ok, self.open_loop)
+        self._batch_events.clear()
+        ok, ok_events = select(records, events, records["error_class"] == Outcome.OK)
+        derived = derive(ok, ok_events, open_loop=self.open_loop)
         self.histograms.record_phases(derived.values_us)
-        self.histograms.record_many("itl", np.array(self._itl_us, dtype=np.int64))
-        self.histograms.record_many("token_lag", np.array(self._token_lag_us, dtype=np.int64))
-        self._itl_us.clear()
-        self._token_lag_us.clear()
         self._count(records, ok, derived.clamped)
-        self._keep(records)
+        self._keep(records, events)
 
     def _count(self, records: np.ndarray, ok: np.ndarray, clamped: int) -> None:
         c = self.counters
@@ -126,36 +128,55 @@ class Recorder:
         c["connections_new"] += int(np.count_nonzero(records["new_connection"]))
         c["connections_reused"] += int(np.count_nonzero(answered & ~records["new_connection"]))
         c["tokens"] += int(ok["tokens"].sum())
-        c["streams_with_usage"] += int(np.count_nonzero(ok["usage_completion_tokens"] >= 0))
+        c["events"] += int(ok["events"].sum())
+        with_usage = ok["usage_completion_tokens"] >= 0
+        c["streams_with_usage"] += int(np.count_nonzero(with_usage))
+        # the server's usage total differs from what the stream's own counts add up to
+        c["usage_mismatch"] += int(np.count_nonzero(with_usage & (ok["tokens"] != ok["event_tokens"])))
         c["clamped_marks"] += clamped
         for status, count in zip(*np.unique(records["http_status"][answered], return_counts=True)):
             c[f"status_{int(status)}"] += int(count)
 
-    def _keep(self, records: np.ndarray) -> None:
-        """Reservoir sampling (algorithm R): a uniform sample of at most max_records requests."""
+    def _keep(self, records: np.ndarray, events: np.ndarray) -> None:
+        """Reservoir sampling (algorithm R): a uniform sample of at most max_records requests,
+        each with its token events while the events budget lasts."""
         capacity = len(self._kept)
         if capacity == 0:
             return
+        offsets = np.concatenate(([0], np.cumsum(records["events_kept"])))
         positions = self._seen + np.arange(len(records))
         self._seen += len(records)
-        direct = positions < capacity
-        self._kept[positions[direct]] = records[direct]
-        rest = np.flatnonzero(~direct)
-        if rest.size:
-            slots = (self._rng.random(rest.size) * (positions[rest] + 1)).astype(np.int64)
-            chosen = slots < capacity
-            self._kept[slots[chosen]] = records[rest[chosen]]
+        slots = positions.copy()
+        beyond = np.flatnonzero(positions >= capacity)
+        if beyond.size:
+            slots[beyond] = (self._rng.random(beyond.size) * (positions[beyond] + 1)).astype(np.int64)
+        chosen = np.flatnonzero(slots < capacity)
+        # Later records of a batch may replace earlier ones in the same slot: the last one wins.
+        self._kept[slots[chosen]] = records[chosen]
+        for index in chosen.tolist():
+            slot = int(slots[index])
+            if not len(self._kept_events[slot]) and offsets[index] == offsets[index + 1]:
+                continue  # no events on either side: nothing to swap
+            self._kept_event_count -= len(self._kept_events[slot])
+            room = max(_KEPT_EVENTS - self._kept_event_count, 0)
+            own = events[offsets[index] : offsets[index + 1]][:room]
+            self._kept_events[slot] = own
+            self._kept_event_count += len(own)
+            self._kept["events_kept"][slot] = len(own)
         if self._seen > capacity:
             self.counters["records_sampled_out"] = self._seen - capacity
 
-    def records(self) -> np.ndarray:
-        return self._kept[: min(self._seen, len(self._kept))].copy()
+    def records(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled records and their events, in record order."""
+        kept = min(self._seen, len(self._kept))
+        events = np.concatenate(self._kept_events[:kept]) if kept else empty_events()
+        return self._kept[:kept].copy(), events
 
 
 def _drive(
     driver: MultiDriver,
     schedule: ClosedLoop | OpenLoop,
-    on_done: Callable[[Transfer, int], None],
+    on_done: Callable[[Transfer, Record, list, Outcome], None],
     origin_ns: int,
     measured: bool,
     tick: Callable[[], bool],
@@ -194,7 +215,7 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
     spec = task.spec
     cpu_start_s = time.process_time()
     recorder = Recorder(task.index, spec.open_loop, _records_share(spec, task), spec.seed)
-    result = WorkerResult(task.index, socket.gethostname(), os.getpid(), {}, {}, recorder.records())
+    result = WorkerResult(task.index, socket.gethostname(), os.getpid(), {}, {}, recorder.records()[0])
 
     def tick() -> bool:
         if control is None:
@@ -202,7 +223,7 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
         control.report_progress(task.index, recorder.completed)
         return control.should_stop()
 
-    driver = MultiDriver(spec, task.request, task.slots)
+    driver = MultiDriver(spec, task.request, task.slots, task.index)
     try:
         if task.warmup and _drive(driver, ClosedLoop(task.warmup), recorder.on_done, monotonic_ns(), False, tick):
             result.interrupted = True
@@ -220,6 +241,7 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
         result.error = f"{type(error).__name__}: {error}"
     finally:
         result.failure_notes = dict(driver.failure_notes)
+        recorder.counters.update(driver.tallies)
         driver.close()
     result.cpu_s = time.process_time() - cpu_start_s
     recorder.flush()
@@ -227,7 +249,7 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
         control.report_progress(task.index, recorder.completed)
     result.histograms = recorder.histograms.encode()
     result.counters = dict(recorder.counters)
-    result.records = recorder.records()
+    result.records, result.events = recorder.records()
     return result
 
 

@@ -55,6 +55,9 @@ def request_headers(spec: RunSpec, json_body: bool) -> tuple[str, ...]:
 
 def completion_body(spec: RunSpec) -> bytes:
     body: dict[str, object] = {"model": spec.model, "max_tokens": spec.max_tokens, "stream": True}
+    if spec.stream_usage:
+        # usage in every chunk (vLLM, SGLang): the tokens each event carried, and the total
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
     if spec.mode == "chat":
         body["messages"] = [{"role": "user", "content": spec.prompt}]
     else:

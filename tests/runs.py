@@ -45,7 +45,7 @@ def synthetic_run(
     spec = spec or RunSpec(url="http://127.0.0.1:8000/", mode="get")
     records = synthetic_records(e2e_us, lag_us)
     histograms = PhaseHistograms()
-    histograms.record_phases(derive(records, spec.open_loop).values_us)
+    histograms.record_phases(derive(records, open_loop=spec.open_loop).values_us)
     all_counters = Counter({"requests": len(records), Outcome.OK.key: len(records), "connections_reused": len(records)})
     all_counters.update(counters or {})
     return RunResult(

@@ -12,7 +12,7 @@ from netbench.compare import compare_runs
 from netbench.histograms import PERCENTILES, new_histogram
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
-from netbench.results import RunResult
+from netbench.results import SCHEMA_VERSION, RunResult
 from netbench.spec import RunSpec, SpecError
 from tests.cli import netbench
 from tests.runs import synthetic_run
@@ -44,7 +44,7 @@ def test_run_file_round_trip_is_lossless(tmp_path):
     path = tmp_path / "run.json"
     run.save(path)
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     loaded = RunResult.load(path)
     assert loaded.to_dict() == run.to_dict()
     assert np.array_equal(loaded.records, run.records) and loaded.records.dtype == run.records.dtype

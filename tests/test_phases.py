@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from netbench.phases import MISSING, PHASE_NAMES, derive, empty_records
+from netbench.phases import MISSING, PHASE_NAMES, PHASES, derive, empty_events, empty_records, event_owner, select
 
 
 def _records(**columns):
@@ -131,5 +131,88 @@ def test_one_token_has_no_tpot_and_every_phase_is_derived():
     records = _records(new_connection=[False], total_mark_us=[100], first_token_mark_us=[50], tokens=[1])
     values = derive(records).values_us
     assert values["tpot"][0] == MISSING
-    assert set(values) | {"itl", "token_lag"} == set(PHASE_NAMES)
-    assert all(isinstance(v, np.ndarray) and len(v) == 1 for v in values.values())
+    assert set(values) == set(PHASE_NAMES)
+    per_request = [p.name for p in PHASES if not p.per_token]
+    assert all(isinstance(values[name], np.ndarray) and len(values[name]) == 1 for name in per_request)
+    assert values["itl"].size == 0 and values["token_lag"].size == 0
+
+
+def test_an_interim_response_moves_ttfb_and_wait_to_the_final_status_line():
+    # STARTTRANSFER is the 103's first byte; the 200's status line came 50 ms later
+    records = _records(
+        new_connection=[False],
+        pretransfer_mark_us=[10],
+        posttransfer_mark_us=[12],
+        starttransfer_mark_us=[400],
+        final_status_mark_us=[50_400],
+        first_token_mark_us=[60_000],
+        total_mark_us=[70_000],
+        tcp_rtt_us=[40],
+    )
+    values = derive(records).values_us
+    assert values["ttfb"][0] == 50_400
+    assert values["wait"][0] == 50_400 - 12
+    assert values["server"][0] == 50_400 - 12 - 40
+    assert values["ttft_after_headers"][0] == 60_000 - 50_400
+
+
+def test_ttft_content_is_the_first_visible_token_and_follows_the_open_loop_correction():
+    records = _records(
+        new_connection=[False], intended_start_us=[0], start_us=[300], pretransfer_mark_us=[1],
+        starttransfer_mark_us=[10], first_token_mark_us=[100], first_content_mark_us=[2100], total_mark_us=[3000],
+    )  # fmt: skip
+    assert derive(records).values_us["ttft_content"][0] == 2100
+    opened = derive(records, open_loop=True).values_us
+    assert (opened["ttft"][0], opened["ttft_content"][0]) == (400, 2400)
+
+
+def test_tpot_counts_the_servers_tokens_not_the_events():
+    # 4 events carried 10 tokens (usage): TPOT is per token
+    records = _records(new_connection=[False], first_token_mark_us=[1000], total_mark_us=[10_000], tokens=[10],
+                       events=[4], event_tokens=[10])  # fmt: skip
+    assert derive(records).values_us["tpot"][0] == 9000 // 9
+
+
+def _events(rows):
+    events = empty_events(len(rows))
+    for i, (mark, tokens, sent) in enumerate(rows):
+        events[i] = (mark, tokens, sent)
+    return events
+
+
+def test_itl_is_per_token_each_gap_counted_once():
+    # request 0: events of 1, 3, 2 tokens (continuous usage agrees with the total of 6);
+    # request 1: 1 token per event. The first event of each request has no gap before it.
+    records = _records(
+        new_connection=[False, False], events=[3, 3], events_kept=[3, 3], event_tokens=[6, 3], tokens=[6, 3],
+        transfer_start_ns=[0, 0],
+    )  # fmt: skip
+    events = _events([(1000, 1, -1), (1900, 3, -1), (2500, 2, -1), (500, 1, -1), (700, 1, -1), (1000, 1, -1)])
+    itl = sorted(derive(records, events).values_us["itl"].tolist())
+    assert itl == sorted([300, 300, 300, 300, 300, 200, 300])
+    assert sum(itl) == (2500 - 1000) + (1000 - 500)
+
+
+def test_itl_spreads_tokens_evenly_when_only_the_usage_total_is_known():
+    # 3 events, 1 token each by the stream's counts, but usage says 5 tokens: the 4 later tokens
+    # are taken to be spread over the 2 later events
+    records = _records(new_connection=[False], events=[3], events_kept=[3], event_tokens=[3], tokens=[5],
+                       transfer_start_ns=[0])  # fmt: skip
+    events = _events([(100, 1, -1), (500, 1, -1), (1300, 1, -1)])
+    assert derive(records, events).values_us["itl"].tolist() == [200, 400]
+
+
+def test_token_lag_uses_the_absolute_anchor_and_skips_unstamped_events():
+    records = _records(new_connection=[False], events=[3], events_kept=[3], event_tokens=[3], tokens=[3],
+                       transfer_start_ns=[5_000_000_000])  # fmt: skip
+    events = _events([(100, 1, 5_000_090_000), (200, 1, -1), (300, 1, 5_000_100_000)])
+    assert derive(records, events).values_us["token_lag"].tolist() == [10, 200]
+
+
+def test_select_keeps_each_records_events_with_it():
+    records = _records(events_kept=[2, 0, 1, 3], worker=[0, 1, 2, 3])
+    events = _events([(i, 1, -1) for i in range(6)])
+    chosen, their_events = select(records, events, np.array([False, True, True, True]))
+    assert chosen["worker"].tolist() == [1, 2, 3]
+    assert their_events["mark_us"].tolist() == [2, 3, 4, 5]
+    assert event_owner(chosen).tolist() == [1, 2, 2, 2]

@@ -5,7 +5,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netbench.sse import EventKind, SSEParser, interpret
+from netbench.sse import MAX_EVENT_BYTES, EventKind, SSEParser, interpret
+
+BOM = b"\xef\xbb\xbf"
 
 
 def _stream(payloads: list[bytes], newline: bytes) -> bytes:
@@ -16,10 +18,13 @@ def _stream(payloads: list[bytes], newline: bytes) -> bytes:
 
 
 def _feed_all(chunks: list[bytes]) -> list[bytes]:
+    """The data of every unnamed event, in order (named events fail the test)."""
     parser = SSEParser()
     events: list[bytes] = []
     for chunk in chunks:
-        events.extend(parser.feed(chunk))
+        for event_type, data in parser.feed(chunk):
+            assert event_type == b"", event_type
+            events.append(data)
     return events
 
 
@@ -44,9 +49,9 @@ payload_strategy = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(payloads=payload_strategy, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
-       newline=st.sampled_from([b"\n", b"\r\n", b"\r"]))
-def test_any_chunking_yields_the_same_events(payloads, cuts, newline):
-    stream = _stream(payloads, newline) + b"data: [DONE]" + newline + newline
+       newline=st.sampled_from([b"\n", b"\r\n", b"\r"]), bom=st.booleans())
+def test_any_chunking_yields_the_same_events(payloads, cuts, newline, bom):
+    stream = (BOM if bom else b"") + _stream(payloads, newline) + b"data: [DONE]" + newline + newline
     assert _feed_all(_split(stream, cuts)) == [*payloads, b"[DONE]"]
 
 
@@ -56,35 +61,139 @@ def test_one_byte_at_a_time_with_crlf():
 
 
 def test_multi_line_data_is_joined_and_fields_without_data_are_not_events():
-    stream = b"event: ping\nid: 3\n\ndata: a\ndata: b\n\ndata:c\n\n"
-    assert _feed_all([stream]) == [b"a\nb", b"c"]
+    stream = b"event: ping\nid: 3\n\ndata: a\ndata: b\n\ndata:c\n\ndata\n\n"
+    assert _feed_all([stream]) == [b"a\nb", b"c", b""]
+
+
+def test_a_named_event_carries_its_type_until_the_blank_line():
+    parser = SSEParser()
+    events = parser.feed(b"event: error\ndata: {\"message\": \"x\"}\n\ndata: [DONE]\n\n")
+    assert events == [(b"error", b'{"message": "x"}'), (b"", b"[DONE]")]
+
+
+def test_a_bom_is_ignored_only_at_the_start_even_split_across_chunks():
+    assert _feed_all([BOM[:1], BOM[1:2], BOM[2:] + b"data: a\n\n"]) == [b"a"]
+    # a BOM after the first bytes is no BOM: that line is not a data line any more
+    assert _feed_all([b"data: a\n\n" + BOM + b"data: b\n\n"]) == [b"a"]
+
+
+def test_a_line_beyond_the_bound_stops_the_parser():
+    parser = SSEParser()
+    assert parser.feed(b"data: " + b"x" * (MAX_EVENT_BYTES + 1)) == []
+    assert parser.overflowed
+    assert parser.feed(b"\n\ndata: [DONE]\n\n") == []
 
 
 def test_an_incomplete_event_is_held_back():
     parser = SSEParser()
     assert parser.feed(b"data: [DO") == []
     assert parser.feed(b"NE]\n") == []
-    assert parser.feed(b"\n") == [b"[DONE]"]
+    assert parser.feed(b"\n") == [(b"", b"[DONE]")]
 
 
-def _chat(delta: dict) -> bytes:
-    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}).encode()
+def _chat(delta: dict, **extra: object) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}).encode()
+
+
+def _completion(text: object, **extra: object) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "text": text}], **extra}).encode()
 
 
 def test_role_only_and_empty_deltas_are_not_tokens():
     assert interpret(_chat({"role": "assistant", "content": ""})).kind is EventKind.OTHER
+    assert interpret(_chat({"role": "assistant", "content": None})).kind is EventKind.OTHER  # llama.cpp's role chunk
     assert interpret(_chat({"role": "assistant"})).kind is EventKind.OTHER
     assert interpret(_chat({})).kind is EventKind.OTHER
-    assert interpret(_chat({"content": "Hi"})).kind is EventKind.TOKEN
-    assert interpret(json.dumps({"choices": [{"text": ""}]}).encode()).kind is EventKind.OTHER
-    assert interpret(json.dumps({"choices": [{"text": " the"}]}).encode()).kind is EventKind.TOKEN
+    assert interpret(_completion("")).kind is EventKind.OTHER
+    assert interpret(json.dumps({"choices": []}).encode()).kind is EventKind.OTHER
 
 
-def test_usage_done_malformed_and_server_stamps():
-    usage = interpret(json.dumps({"choices": [], "usage": {"completion_tokens": 7}}).encode())
-    assert (usage.kind, usage.usage_completion_tokens) == (EventKind.OTHER, 7)
+def test_every_field_a_server_puts_tokens_in_is_a_token_and_only_content_is_content():
+    cases = {
+        _completion(" the"): True,
+        _chat({"content": "Hi"}): True,
+        _chat({"reasoning_content": "think"}): False,
+        _chat({"reasoning": "think"}): False,
+        _chat({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}): False,
+        _chat({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get"}}]}): False,
+        _chat({"reasoning": "", "content": "x"}): True,
+    }
+    for data, content in cases.items():
+        event = interpret(data)
+        assert (event.kind, event.content) == (EventKind.TOKEN, content), data
+    assert interpret(_chat({"tool_calls": [{"index": 0, "function": {"arguments": ""}}]})).kind is EventKind.OTHER
+
+
+def test_usage_done_and_server_stamps():
+    usage = interpret(json.dumps({"choices": [], "usage": {"completion_tokens": 7, "prompt_tokens": 12}}).encode())
+    assert (usage.kind, usage.usage_completion_tokens, usage.usage_prompt_tokens) == (EventKind.OTHER, 7, 12)
+    continuous = interpret(_chat({"content": "a b"}, usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}))
+    assert (continuous.kind, continuous.usage_completion_tokens) == (EventKind.TOKEN, 2)
     assert interpret(b"[DONE]").kind is EventKind.DONE
-    assert interpret(b"{not json").kind is EventKind.MALFORMED
-    assert interpret(b"[1, 2]").kind is EventKind.MALFORMED
-    stamped = interpret(json.dumps({"choices": [{"text": "x"}], "netbench_sent_ns": 123}).encode())
+    stamped = interpret(_completion("x", netbench_sent_ns=123))
     assert (stamped.kind, stamped.sent_ns) == (EventKind.TOKEN, 123)
+
+
+def test_errors_inside_the_stream_carry_the_servers_message():
+    vllm = json.dumps({"error": {"message": "engine died", "type": "InternalServerError", "param": None, "code": 500}})
+    cases = [
+        (vllm.encode(), b"", "engine died"),
+        (json.dumps({"object": "error", "message": "bad things", "type": "BadRequestError"}).encode(), b"", "bad things"),
+        (json.dumps({"error": "overloaded"}).encode(), b"", "overloaded"),
+        (b'{"message": "typed"}', b"error", "typed"),
+        (b"not json at all", b"error", "not json at all"),
+    ]
+    for data, event_type, message in cases:
+        event = interpret(data, event_type)
+        assert (event.kind, event.message) == (EventKind.ERROR, message), data
+    assert interpret(_completion("x", error=None)).kind is EventKind.TOKEN
+
+
+def test_every_wrong_shape_is_malformed_and_says_why():
+    deep_list = b"[" * 100_000 + b"]" * 100_000
+    deep_object = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    cases = {
+        b"{not json": "not JSON",
+        b"[1, 2]": "not a JSON object",
+        b"42": "not a JSON object",
+        deep_list: "nested too deeply",
+        deep_object: "nested too deeply",
+        json.dumps({"choices": 5}).encode(): "choices is not a list",
+        json.dumps({"choices": [5]}).encode(): "a choice is not an object",
+        json.dumps({"choices": [{"delta": "x"}]}).encode(): "delta is not an object",
+        json.dumps({"choices": [{"text": 3}]}).encode(): "text is not a string",
+        json.dumps({"choices": [{"delta": {"tool_calls": {"a": 1}}}]}).encode(): "delta.tool_calls is not a list",
+        json.dumps({"choices": [], "usage": {"completion_tokens": "seven"}}).encode(): "usage.completion_tokens is not a token count",
+        json.dumps({"choices": [], "usage": {"completion_tokens": 2**40}}).encode(): "usage.completion_tokens is not a token count",
+        json.dumps({"choices": [], "usage": {"completion_tokens": -1}}).encode(): "usage.completion_tokens is not a token count",
+        json.dumps({"choices": [], "usage": {"completion_tokens": True}}).encode(): "usage.completion_tokens is not a token count",
+        json.dumps({"choices": [], "usage": [1]}).encode(): "usage is not an object",
+        json.dumps({"choices": [], "netbench_sent_ns": "now"}).encode(): "netbench_sent_ns is not a monotonic stamp",
+    }
+    for data, why in cases.items():
+        event = interpret(data)
+        assert (event.kind, event.message) == (EventKind.MALFORMED, why), data[:80]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["choices", "delta", "text", "content", "reasoning", "reasoning_content", "tool_calls",
+                         "function", "name", "arguments", "usage", "completion_tokens", "prompt_tokens", "error",
+                         "object", "message", "netbench_sent_ns", "id"]) | st.text(max_size=5),
+        children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=json_values, event_type=st.sampled_from([b"", b"error", b"message"]))
+def test_interpret_is_total_on_any_json(value, event_type):
+    event = interpret(json.dumps(value).encode(), event_type)
+    assert isinstance(event.kind, EventKind)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), event_type=st.binary(max_size=8))
+def test_interpret_is_total_on_any_bytes(data, event_type):
+    assert isinstance(interpret(data, event_type).kind, EventKind)
