@@ -79,6 +79,8 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--n", "n", type=int, default=32, show_default=True, help="Measured requests (per run)."),
         click.option("--warmup", type=int, default=0, show_default=True, help="Requests sent first and not counted."),
         click.option("--max-tokens", type=int, default=16, show_default=True),
+        click.option("--stream-usage/--no-stream-usage", default=True, show_default=True,
+                     help="Ask streams for usage in every chunk (stream_options); --no-stream-usage for servers that reject it."),
         click.option("--prompt", default=RunSpec.prompt, show_default=True),
         click.option("--model", default=None, help="Model id (default: the first id /v1/models lists)."),
         click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra request header (repeatable)."),
