@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from netbench.secrets import REDACTED, is_secret_header
 
@@ -13,6 +14,16 @@ MODES = ("health", "models", "completions", "chat", "get")
 STREAMING_MODES = ("completions", "chat")
 ARRIVALS = ("poisson", "constant")
 BACKENDS = ("local", "ray")
+#: libcurl takes timeouts in whole milliseconds, and 0 means "no timeout": the least is 1 ms
+MIN_TIMEOUT_S = 0.001
+#: bounds that keep every derived number finite (libcurl's ms timeout is a C long; schedules are µs in int64)
+MAX_TIMEOUT_S = 30 * 86_400.0
+MAX_DURATION_S = 30 * 86_400.0
+MIN_RATE = 1e-3
+MAX_RATE = 1e7
+MAX_SEED = 2**63 - 1
+#: characters a URL's path and query keep as they are; the rest is percent-encoded (UTF-8), as a browser does
+_URL_SAFE = "/:@!$&'()*+,;=~-._%?[]"
 
 
 class SpecError(ValueError):
@@ -56,6 +67,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         _validate(self)
+        object.__setattr__(self, "url", normalize_url(self.url))
 
     @property
     def streaming(self) -> bool:
@@ -131,6 +143,34 @@ def parse_duration_s(text: str) -> float:
     return value
 
 
+def normalize_url(url: str) -> str:
+    """The URL as a browser sends it: an internationalised host in IDNA (punycode), non-ASCII and
+    unsafe characters of the path and query percent-encoded as UTF-8."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise SpecError(f"--url {url!r}: the host {host!r} is not a valid internationalised domain name") from None
+    netloc = parts.netloc
+    if ascii_host != host:
+        netloc = netloc.replace(host, ascii_host)
+    if not netloc.isascii():
+        raise SpecError(f"--url {url!r}: the user name or password holds non-ASCII characters; percent-encode them")
+    path, query = quote(parts.path, safe=_URL_SAFE), quote(parts.query, safe=_URL_SAFE)
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment and quote(parts.fragment, safe=_URL_SAFE)))
+
+
+def _finite(name: str, value: float, low: float, high: float, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
+        raise SpecError(f"{name} must be a number from {low:g} to {high:g}{unit}, got {value!r}")
+
+
+def _ascii(name: str, value: str) -> None:
+    if not value.isascii() or any(ord(c) < 32 and c != "\t" for c in value):
+        raise SpecError(f"{name} holds non-ASCII or control characters: HTTP headers carry ASCII (percent-encode or remove them)")
+
+
 def _validate(spec: RunSpec) -> None:
     parts = urlsplit(spec.url)
     if parts.scheme not in ("http", "https"):
@@ -152,19 +192,25 @@ def _validate(spec: RunSpec) -> None:
     ):
         if not isinstance(value, int) or value < low:
             raise SpecError(f"{name} must be an integer >= {low}, got {value!r}")
-    if spec.timeout_s <= 0:
-        raise SpecError(f"--timeout must be > 0, got {spec.timeout_s}")
-    if spec.workers is not None and spec.workers < 1:
-        raise SpecError(f"--workers must be >= 1, got {spec.workers}")
-    if spec.rate is not None and spec.rate <= 0:
-        raise SpecError(f"--rate must be > 0 requests/s, got {spec.rate}")
+    _finite("--timeout", spec.timeout_s, MIN_TIMEOUT_S, MAX_TIMEOUT_S, " s (1 ms is the least libcurl can wait)")
+    if spec.workers is not None and (not isinstance(spec.workers, int) or spec.workers < 1):
+        raise SpecError(f"--workers must be an integer >= 1, got {spec.workers!r}")
+    if spec.rate is not None:
+        _finite("--rate", spec.rate, MIN_RATE, MAX_RATE, " requests/s")
     if spec.arrival not in ARRIVALS:
         raise SpecError(f"--arrival {spec.arrival!r}: choose one of {', '.join(ARRIVALS)}")
-    if spec.duration_s is not None and (spec.duration_s <= 0 or spec.rate is None):
-        raise SpecError("--duration needs --rate and must be > 0")
+    if spec.duration_s is not None:
+        if spec.rate is None:
+            raise SpecError("--duration needs --rate")
+        _finite("--duration", spec.duration_s, 1e-3, MAX_DURATION_S, " s")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed <= MAX_SEED:
+        raise SpecError(f"--seed must be an integer from 0 to {MAX_SEED}, got {spec.seed!r}")
     if spec.max_concurrency is not None and spec.max_concurrency < 1:
         raise SpecError(f"--max-concurrency must be >= 1, got {spec.max_concurrency}")
     if spec.backend not in BACKENDS:
         raise SpecError(f"--backend {spec.backend!r}: choose one of {', '.join(BACKENDS)}")
     for name, value in spec.headers:
         parse_header(f"{name}: {value}")
+        _ascii(f"--header {name!r}" if name.isascii() else "a --header name", f"{name}{value}")
+    if spec.api_key is not None:
+        _ascii("the API key (--api-key or $OPENAI_API_KEY)", spec.api_key)

@@ -28,17 +28,39 @@ class Request:
     streaming: bool
 
 
-def api_base(url: str) -> str:
-    """The server's base URL: path prefix kept, a trailing '/v1' and '/' removed."""
+#: what a pasted endpoint URL may end with (the OpenAI client's paths, below its base URL)
+_OPENAI_ENDPOINTS = ("/chat/completions", "/completions", "/models")
+
+
+def openai_root(url: str) -> str:
+    """The OpenAI base URL (what the openai client calls base_url), no query: a pasted endpoint
+    (`.../v1/completions`, Azure's `.../deployments/D/chat/completions`) loses its endpoint
+    path; a server base URL without `/v1` gains it."""
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
+    for endpoint in _OPENAI_ENDPOINTS:
+        if path.endswith(endpoint):
+            path = path[: -len(endpoint)]
+            break
+    else:
+        if not path.endswith("/v1"):
+            path += "/v1"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def api_base(url: str) -> str:
+    """The server's base URL (where vLLM serves /health and /metrics), no query: the OpenAI
+    base URL without its trailing '/v1'."""
+    root = openai_root(url)
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
 def endpoint_url(spec: RunSpec, path: str) -> str:
-    return api_base(spec.url) + path
+    """The URL of one of the paths above: `/v1/...` below the OpenAI base URL, the others below
+    the server's; the query of --url (Azure's api-version) is kept on every one."""
+    url = openai_root(spec.url) + path[len("/v1") :] if path.startswith("/v1/") else api_base(spec.url) + path
+    query = urlsplit(spec.url).query
+    return f"{url}?{query}" if query else url
 
 
 def request_headers(spec: RunSpec, json_body: bool) -> tuple[str, ...]:

@@ -34,10 +34,32 @@ def test_plan_uses_min_of_concurrency_and_cores(concurrency, cores, workers):
         ("http://h:8000/v1/", "http://h:8000"),
         ("http://gw:8080/llm/v1", "http://gw:8080/llm"),
         ("https://gw/llm", "https://gw/llm"),
+        ("http://h:8000/v1/completions", "http://h:8000"),
+        ("http://h:8000/v1/chat/completions/", "http://h:8000"),
+        ("http://h:8000/v1/models?x=1", "http://h:8000"),
     ],
 )
 def test_base_url_keeps_the_prefix(url, base):
     assert api_base(url) == base
+
+
+@pytest.mark.parametrize(
+    ("url", "mode", "expected"),
+    [
+        # a pasted endpoint URL is understood, never doubled
+        ("http://h:8000/v1/completions", "completions", "http://h:8000/v1/completions"),
+        ("http://h:8000/v1/completions", "chat", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000/v1/chat/completions", "health", "http://h:8000/health"),
+        # Azure: no /v1, the deployment in the path, api-version in the query, kept everywhere
+        ("https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21", "chat",
+         "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21"),
+        ("https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21", "models",
+         "https://x.openai.azure.com/openai/deployments/d/models?api-version=2024-10-21"),
+        ("http://h:8000?tenant=a", "completions", "http://h:8000/v1/completions?tenant=a"),
+    ],
+)
+def test_pasted_endpoints_and_queries(url, mode, expected):
+    assert build_request(RunSpec(url=url, mode=mode, model="m")).url == expected
 
 
 def test_requests_per_mode():
