@@ -9,6 +9,7 @@ server or libcurl produced before it reaches an output.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
 SECRET_HEADERS = frozenset(
@@ -24,6 +25,8 @@ SECRET_HEADERS = frozenset(
     )
 )
 SECRET_NAME_WORDS = ("key", "token", "secret", "auth")
+#: query parameters whose value is secret: any name holding one of these (api-key, access_token, sig, ...)
+SECRET_PARAM_WORDS = (*SECRET_NAME_WORDS, "password", "passwd", "pwd", "sig", "credential")
 #: secrets shorter than this are not searched for in text: they would redact common words
 _MIN_SECRET_CHARS = 4
 
@@ -31,6 +34,30 @@ _MIN_SECRET_CHARS = 4
 def is_secret_header(name: str) -> bool:
     lowered = name.strip().lower()
     return lowered in SECRET_HEADERS or any(word in lowered for word in SECRET_NAME_WORDS)
+
+
+def is_secret_param(name: str) -> bool:
+    lowered = name.strip().lower()
+    return any(word in lowered for word in SECRET_PARAM_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password and the values of secret-looking query parameters redacted."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, has_password, _ = userinfo.partition(":")
+            netloc = f"{user}:{REDACTED}@{hostport}" if has_password else f"{user}@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(is_secret_param(name) for name, _ in pairs):
+                query = urlencode([(n, REDACTED if is_secret_param(n) else v) for n, v in pairs], safe="<>")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return REDACTED
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

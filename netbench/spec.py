@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from netbench.secrets import REDACTED, is_secret_header
+from netbench.secrets import REDACTED, is_secret_header, redact_url
 
 MODES = ("health", "models", "completions", "chat", "get")
 STREAMING_MODES = ("completions", "chat")
@@ -91,6 +91,7 @@ class RunSpec:
         """The spec as written to files and reports: secrets removed."""
         out = dataclasses.asdict(self)
         out.pop("api_key")
+        out["url"] = redact_url(self.url)
         out["headers"] = [[k, REDACTED if is_secret_header(k) else v] for k, v in self.headers]
         return out
 
@@ -151,12 +152,12 @@ def normalize_url(url: str) -> str:
     try:
         ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:
-        raise SpecError(f"--url {url!r}: the host {host!r} is not a valid internationalised domain name") from None
+        raise SpecError(f"--url {redact_url(url)!r}: the host {host!r} is not a valid internationalised domain name") from None
     netloc = parts.netloc
     if ascii_host != host:
         netloc = netloc.replace(host, ascii_host)
     if not netloc.isascii():
-        raise SpecError(f"--url {url!r}: the user name or password holds non-ASCII characters; percent-encode them")
+        raise SpecError(f"--url {redact_url(url)!r}: the user name or password holds non-ASCII characters; percent-encode them")
     path, query = quote(parts.path, safe=_URL_SAFE), quote(parts.query, safe=_URL_SAFE)
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment and quote(parts.fragment, safe=_URL_SAFE)))
 
@@ -174,13 +175,13 @@ def _ascii(name: str, value: str) -> None:
 def _validate(spec: RunSpec) -> None:
     parts = urlsplit(spec.url)
     if parts.scheme not in ("http", "https"):
-        raise SpecError(f"--url {spec.url!r}: the scheme must be http or https")
+        raise SpecError(f"--url {redact_url(spec.url)!r}: the scheme must be http or https")
     try:
         port = parts.port
     except ValueError:
-        raise SpecError(f"--url {spec.url!r}: the port is not a number in 1-65535") from None
+        raise SpecError(f"--url {redact_url(spec.url)!r}: the port is not a number in 1-65535") from None
     if not parts.hostname or port == 0:
-        raise SpecError(f"--url {spec.url!r}: no host")
+        raise SpecError(f"--url {redact_url(spec.url)!r}: no host")
     if spec.mode not in MODES:
         raise SpecError(f"--mode {spec.mode!r}: choose one of {', '.join(MODES)}")
     for name, value, low in (

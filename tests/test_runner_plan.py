@@ -4,7 +4,7 @@ import pytest
 
 from netbench.pacing import split_evenly
 from netbench.runner import plan
-from netbench.spec import RunSpec
+from netbench.spec import RunSpec, SpecError
 from netbench.workloads import api_base, build_request
 
 
@@ -78,3 +78,12 @@ def test_public_spec_has_no_secrets():
     public = spec.public_dict()
     assert "sk-secret" not in repr(public) and "Bearer x" not in repr(public) and "sk-secret" not in repr(spec)
     assert RunSpec.from_public_dict(public).headers == (("Authorization", "<redacted>"), ("X-Trace", "1"))
+
+
+def test_credentials_in_the_url_never_reach_the_public_spec_or_an_error():
+    spec = RunSpec(url="http://user:hunter2@h:8000/v1?api-key=sk-q&api-version=1", mode="health")
+    public = spec.public_dict()
+    assert "hunter2" not in repr(public) and "sk-q" not in repr(public) and "api-version=1" in public["url"]
+    with pytest.raises(SpecError) as error:
+        RunSpec(url="ftp://user:hunter2@h/?token=sk-q")
+    assert "hunter2" not in str(error.value) and "sk-q" not in str(error.value)
