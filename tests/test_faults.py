@@ -35,6 +35,14 @@ FAULT_CLASSES = {
     "no-done": "malformed",
     "truncated-chunked": "reset",
 }
+#: fault -> what the failure note must say (the server's own words where it gave some)
+FAULT_NOTES = {
+    "http429": "http_4xx: HTTP 429: Rate limit reached for requests",
+    "http500": "http_5xx: HTTP 500: The server had an error while processing your request.",
+    "bad-json": "malformed: not JSON",
+    "no-done": "malformed: the stream ended without [DONE]",
+    "stall": "timeout: curl error 28",
+}
 
 
 def run_completions(url: str, tmp_path: Path, *args: str) -> tuple[Completed, dict, list[dict]]:
@@ -84,6 +92,8 @@ def test_a_fault_among_successes(fault_server: FaultServer, tmp_path: Path, faul
     [row] = rows
     assert (row["requests"], row["ok"], row["failed"], row["errors"]) == (str(N), str(ok), str(FAILED), f"{error_class}={FAILED}")
 
+    if fault in FAULT_NOTES:
+        assert any(note.startswith(FAULT_NOTES[fault]) for note in run["notes"]), run["notes"]
     completions = fault_server.request_count(f"/every{EVERY}-{fault}/v1/completions")
     if fault == "reset-before-headers":
         # Each reset came on a reused connection: libcurl sent the request again on a new one,
