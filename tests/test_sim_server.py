@@ -532,7 +532,8 @@ def test_continuous_batching_keeps_short_prompt_ttft_flat() -> None:
     # arrives while a step runs waits at most that step, whatever the concurrency.
     assert medians[4] < medians[1] + 1.5 * step_s, medians
     assert medians[8] < medians[1] + 1.5 * step_s, medians
-    assert medians[8] == pytest.approx(medians[4], rel=0.35), medians
+    # Both wait between none and one whole step, so they differ by less than a step.
+    assert abs(medians[8] - medians[4]) < 1.25 * step_s, medians
 
 
 def _gaps_around_a_long_prompt(url: str, long_prompt_tokens: int) -> tuple[list[float], float]:
