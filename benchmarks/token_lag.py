@@ -19,7 +19,7 @@ from netbench.sim.config import DEFAULT_MODEL_NAME
 LEVELS = (1, 8)
 CLIENTS = ("netbench", "pycurl", "aiohttp")
 #: the server's timing model: a token every 5 ms, no slowdown when streams share a step
-SERVER_ARGS = ("--stamp-events", "--prefill-ms", "5", "--decode-ms", "5", "--batch-slowdown", "0", "--max-batch", "256")
+SERVER_ARGS = ("--stamp-events", "--step-ms", "5", "--prefill-token-ms", "0", "--decode-token-ms", "0", "--ignore-eos")
 
 
 def _lag(figures: dict[str, Any]) -> dict[str, float]:

@@ -215,83 +215,44 @@ def sweep(modes: str, levels: str, **options: Any) -> int:
 
 
 # --- serve: the built-in simulated server ---
+import dataclasses  # noqa: E402
+import typing  # noqa: E402
+
 from netbench.sim.config import SimConfig  # noqa: E402  (light: the server itself is imported lazily)
 
-_SIM_DEFAULTS = SimConfig()
-_NON_NEGATIVE = click.FloatRange(min=0)
+
+def _sim_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per SimConfig field: its name, type, default, help text and lower bound."""
+    kinds = typing.get_type_hints(SimConfig)
+    defaults = SimConfig()
+    for knob in reversed(dataclasses.fields(SimConfig)):
+        flag = "--" + knob.name.replace("_", "-")
+        default, help_text, minimum = getattr(defaults, knob.name), knob.metadata["help"], knob.metadata["min"]
+        kind = kinds[knob.name]
+        if kind is bool:
+            # vLLM's spelling: --enable-prefix-caching / --no-enable-prefix-caching.
+            declaration = f"{flag}/--no-{flag[2:]}" if default else flag
+            option = click.option(declaration, knob.name, is_flag=True, default=default, show_default=default, help=help_text)
+        else:
+            ranged = {int: click.IntRange, float: click.FloatRange}.get(kind)
+            value_type = ranged(min=minimum) if ranged is not None and minimum is not None else kind
+            option = click.option(flag, knob.name, type=value_type, default=default, show_default=True, help=help_text)
+        command = option(command)
+    return command
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port; 0 picks a free one.")
-@click.option("--model-name", default=_SIM_DEFAULTS.model_name, show_default=True, help="Model id served and accepted.")
-@click.option("--prefill-ms", type=_NON_NEGATIVE, default=_SIM_DEFAULTS.prefill_ms, show_default=True, help="Fixed prefill time.")
-@click.option(
-    "--prefill-per-token-ms",
-    type=_NON_NEGATIVE,
-    default=_SIM_DEFAULTS.prefill_per_token_ms,
-    show_default=True,
-    help="Prefill time per prompt token.",
-)
-@click.option(
-    "--decode-ms", type=_NON_NEGATIVE, default=_SIM_DEFAULTS.decode_ms, show_default=True, help="Time per output token at batch 1."
-)
-@click.option(
-    "--max-batch",
-    type=click.IntRange(min=1),
-    default=_SIM_DEFAULTS.max_batch,
-    show_default=True,
-    help="Requests that run at once; later ones wait in a FIFO queue.",
-)
-@click.option(
-    "--batch-slowdown",
-    type=_NON_NEGATIVE,
-    default=_SIM_DEFAULTS.batch_slowdown,
-    show_default=True,
-    help="Decode slowdown per extra running request: step = decode-ms * (1 + slowdown * (running - 1)).",
-)
-@click.option(
-    "--http-delay-ms",
-    type=_NON_NEGATIVE,
-    default=_SIM_DEFAULTS.http_delay_ms,
-    show_default=True,
-    help="Extra delay before response headers (simulated framework overhead).",
-)
-@click.option(
-    "--default-max-tokens",
-    type=click.IntRange(min=1),
-    default=_SIM_DEFAULTS.default_max_tokens,
-    show_default=True,
-    help="Tokens generated when a request sets no max_tokens.",
-)
-@click.option("--stamp-events", is_flag=True, help='Add "netbench_sent_ns" (monotonic clock) to every token chunk.')
-def serve(
-    host: str,
-    port: int,
-    model_name: str,
-    prefill_ms: float,
-    prefill_per_token_ms: float,
-    decode_ms: float,
-    max_batch: int,
-    batch_slowdown: float,
-    http_delay_ms: float,
-    default_max_tokens: int,
-    stamp_events: bool,
-) -> None:
-    """Serve a simulated small language model: OpenAI-compatible, with vLLM's streams and metrics."""
+@_sim_options
+def serve(host: str, port: int, **knobs: Any) -> None:
+    """Serve a simulated small language model: OpenAI-compatible, with vLLM's scheduler, streams and metrics."""
     from netbench.sim.server import serve as serve_sim
 
-    config = SimConfig(
-        model_name=model_name,
-        prefill_ms=prefill_ms,
-        prefill_per_token_ms=prefill_per_token_ms,
-        decode_ms=decode_ms,
-        max_batch=max_batch,
-        batch_slowdown=batch_slowdown,
-        http_delay_ms=http_delay_ms,
-        default_max_tokens=default_max_tokens,
-        stamp_events=stamp_events,
-    )
+    try:
+        config = SimConfig(**knobs)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
     try:
         serve_sim(config, host=host, port=port)
     except OSError as error:

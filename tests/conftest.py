@@ -12,6 +12,7 @@ from tests.servers.slm import slm_server  # noqa: F401
 
 @pytest.fixture(scope="session")
 def sim_url() -> Iterator[str]:
-    """The built-in server with a fast timing model: 5 ms prefill, 2 ms per token."""
-    with start_sim_server("--prefill-ms", "5", "--decode-ms", "2") as base_url:
+    """The built-in server with a fast timing model: ~5 ms to the first token, then 2 ms a token,
+    exactly max_tokens of them (netbench's client does not send ignore_eos yet)."""
+    with start_sim_server("--step-ms", "2", "--prefill-token-ms", "0.2", "--ignore-eos") as base_url:
         yield base_url

@@ -25,8 +25,8 @@ ON_TIME = {"sent": 1000, "cap_delayed": 0, "late_starts": 0, "send_span_us": 2 *
 
 @pytest.fixture(scope="module")
 def slow_sim():
-    """60 ms a request at 4 tokens (30 ms prefill, 10 ms a token), one at a time."""
-    with start_sim_server("--prefill-ms", "30", "--decode-ms", "10", "--max-batch", "1") as url:
+    """60 ms a request at 4 tokens (a 15 ms step each), one at a time."""
+    with start_sim_server("--step-ms", "15", "--max-num-seqs", "1", "--ignore-eos") as url:
         yield url
 
 

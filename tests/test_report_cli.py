@@ -133,9 +133,9 @@ def _rule(report: str) -> str:
 
 @pytest.mark.integration
 def test_the_verdict_turns_when_http_overhead_dominates(tmp_path):
-    with start_sim_server("--prefill-ms", "20", "--decode-ms", "2") as url:
+    with start_sim_server("--step-ms", "20", "--ignore-eos") as url:
         calm = _sweep_and_report(url, tmp_path / "calm")
-    with start_sim_server("--prefill-ms", "1", "--decode-ms", "1", "--http-delay-ms", "30") as url:
+    with start_sim_server("--step-ms", "1", "--http-delay-ms", "30", "--ignore-eos") as url:
         slow_http = _sweep_and_report(url, tmp_path / "slow")
     assert "negligible" in calm and "model/runtime tuning, not network" in _rule(calm)
     assert "dominates" in _rule(slow_http), slow_http

@@ -35,7 +35,7 @@ _E2E_COUNT = re.compile(r"^vllm:e2e_request_latency_seconds_count\{[^}]*\} (\S+)
 
 @pytest.fixture(scope="module")
 def slow_sim() -> Iterator[str]:
-    with start_sim_server("--prefill-ms", "5", "--decode-ms", "50") as base_url:
+    with start_sim_server("--step-ms", "50", "--ignore-eos") as base_url:
         yield base_url
 
 

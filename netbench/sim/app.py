@@ -1,8 +1,12 @@
 """The Starlette app of `netbench serve`: routes, streaming, client disconnects, the HTTP delay.
 
 Routes: `GET /health`, `GET /v1/models`, `GET /metrics`, `POST /v1/completions`,
-`POST /v1/chat/completions`. One `Engine` and one `SimMetrics` per app; the engine loop runs
-for the app's lifespan.
+`POST /v1/chat/completions`, `POST /tokenize`, `POST /detokenize`. One `Engine` and one
+`SimMetrics` per app; the engine loop runs for the app's lifespan.
+
+A stream sends its headers at once and its first event (the chat role chunk, then the first
+token) when the first token exists, as vLLM does. With `--stream-interval K` an event carries
+the first token alone, then K tokens each, and the rest with the finish reason.
 """
 
 from __future__ import annotations
@@ -35,10 +39,15 @@ from netbench.sim.protocol import (
     CompletionFormat,
     GenerationRequest,
     ResponseFormat,
+    final_usage,
     models_list,
     parse_chat_request,
     parse_completion_request,
+    parse_detokenize_request,
+    parse_tokenize_request,
     sse_event,
+    tokenize_response,
+    usage,
 )
 
 Parser = Callable[[Any, SimConfig], GenerationRequest]
@@ -66,8 +75,9 @@ class SimHandlers:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.engine = Engine(config)
-        self.metrics = SimMetrics(config.model_name, self.engine)
+        self.metrics = SimMetrics(config)
+        self.engine = Engine(config, self.metrics)
+        self.metrics.watch(self.engine)
         self._created = int(time.time())
 
     async def health(self, request: Request) -> Response:
@@ -85,16 +95,25 @@ class SimHandlers:
     async def chat_completions(self, request: Request) -> Response:
         return await self._generate(request, parse_chat_request, ChatFormat(self.config.model_name))
 
+    async def tokenize(self, request: Request) -> Response:
+        try:
+            ids, return_token_strs = parse_tokenize_request(await _json_body(request), self.config)
+        except ApiError as exc:
+            return _error_response(exc)
+        return JSONResponse(tokenize_response(ids, return_token_strs, self.config))
+
+    async def detokenize(self, request: Request) -> Response:
+        try:
+            return JSONResponse(parse_detokenize_request(await _json_body(request), self.config))
+        except ApiError as exc:
+            return _error_response(exc)
+
     async def _generate(self, http_request: Request, parse: Parser, fmt: ResponseFormat) -> Response:
         arrival_s = time.monotonic()
         try:
-            try:
-                body = json.loads(await http_request.body())
-            except ValueError as exc:
-                raise ApiError(f"JSON decode error: {exc}") from exc
-            request = parse(body, self.config)
+            request = parse(await _json_body(http_request), self.config)
         except ApiError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status)
+            return _error_response(exc)
         recorder = RequestRecorder(self.metrics, arrival_s, request.prompt_tokens)
         if request.stream:
             events = self._stream(request, fmt, recorder)
@@ -107,20 +126,28 @@ class SimHandlers:
         self, request: GenerationRequest, fmt: ResponseFormat, recorder: RequestRecorder
     ) -> AsyncGenerator[bytes, None]:
         generation = request.generation
-        engine_request = self.engine.submit(request.prompt_tokens, generation.completion_tokens)
+        engine_request = self.engine.submit(request.prompt_ids, generation.completion_tokens)
+        last = generation.completion_tokens - 1
         completed = False
         try:
-            role_chunk = fmt.role_chunk()
-            if role_chunk is not None:
-                yield sse_event(role_chunk)
-            for index in range(generation.completion_tokens):
+            pending, unsent = "", 0
+            for index, text in enumerate(generation.texts):
                 await engine_request.next_token()
                 recorder.token()
-                if index < len(generation.tokens):  # a stop string's last token is not sent
-                    yield self._token_event(fmt, generation.tokens[index])
-            yield sse_event(fmt.final_chunk(generation.finish_reason, generation.stop_reason))
+                if index == 0:
+                    role_chunk = fmt.role_chunk(self._running_usage(request, 0))
+                    if role_chunk is not None:
+                        yield sse_event(role_chunk)
+                pending, unsent = pending + text, unsent + 1
+                running_usage = self._running_usage(request, index + 1)
+                if index == last:
+                    final = fmt.final_chunk(pending, generation.finish_reason, generation.stop_reason, running_usage)
+                    yield self._event(final, bool(pending))
+                elif index == 0 or unsent >= self.config.stream_interval:
+                    yield self._event(fmt.token_chunk(pending, running_usage), bool(pending))
+                    pending, unsent = "", 0
             if request.include_usage:
-                yield sse_event(fmt.usage_chunk(request.prompt_tokens, generation.completion_tokens))
+                yield sse_event(fmt.usage_chunk(self._final_usage(request, engine_request)))
             recorder.finish(engine_request, generation.finish_reason)
             completed = True
             yield SSE_DONE
@@ -128,9 +155,16 @@ class SimHandlers:
             if not completed:
                 self._abort(engine_request, recorder)
 
-    def _token_event(self, fmt: ResponseFormat, text: str) -> bytes:
-        payload = fmt.token_chunk(text)
-        if self.config.stamp_events:
+    def _running_usage(self, request: GenerationRequest, generated: int) -> dict[str, int] | None:
+        """The cumulative usage a chunk carries under continuous_usage_stats, else None."""
+        return usage(request.prompt_tokens, generated) if request.continuous_usage else None
+
+    def _final_usage(self, request: GenerationRequest, engine_request: SimRequest) -> dict[str, Any]:
+        cached = engine_request.cached_tokens if self.config.enable_prompt_tokens_details else None
+        return final_usage(request.prompt_tokens, request.generation.completion_tokens, cached)
+
+    def _event(self, payload: str, carries_text: bool) -> bytes:
+        if carries_text and self.config.stamp_events:
             # Stamped after serialising, so the stamp is as close to the socket write as it can be.
             payload = f'{payload[:-1]},"netbench_sent_ns":{time.monotonic_ns()}}}'
         return sse_event(payload)
@@ -139,7 +173,7 @@ class SimHandlers:
         self, http_request: Request, request: GenerationRequest, fmt: ResponseFormat, recorder: RequestRecorder
     ) -> Response:
         generation = request.generation
-        engine_request = self.engine.submit(request.prompt_tokens, generation.completion_tokens)
+        engine_request = self.engine.submit(request.prompt_ids, generation.completion_tokens)
         collect = asyncio.ensure_future(self._collect(engine_request, recorder))
         # Like vLLM's `with_cancellation`: a client that hangs up frees its slot at once.
         gone = asyncio.ensure_future(_wait_for_disconnect(http_request))
@@ -151,7 +185,7 @@ class SimHandlers:
         if collect not in done:
             return Response(status_code=499)  # nobody is left to read it
         recorder.finish(engine_request, generation.finish_reason)
-        return JSONResponse(fmt.response(request))
+        return JSONResponse(fmt.response(request, self._final_usage(request, engine_request)))
 
     async def _collect(self, engine_request: SimRequest, recorder: RequestRecorder) -> None:
         completed = False
@@ -167,6 +201,17 @@ class SimHandlers:
     def _abort(self, engine_request: SimRequest, recorder: RequestRecorder) -> None:
         self.engine.release(engine_request)
         recorder.abort()
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:
+        raise ApiError(f"JSON decode error: {exc}") from exc
+
+
+def _error_response(exc: ApiError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -204,6 +249,8 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/metrics", handlers.prometheus, methods=["GET"]),
         Route("/v1/completions", handlers.completions, methods=["POST"]),
         Route("/v1/chat/completions", handlers.chat_completions, methods=["POST"]),
+        Route("/tokenize", handlers.tokenize, methods=["POST"]),
+        Route("/detokenize", handlers.detokenize, methods=["POST"]),
     ]
     middleware = []
     if config.http_delay_ms > 0:

@@ -3,9 +3,15 @@
 Each app gets its own `CollectorRegistry` (never the process-global one), so several servers
 can live in one process. Labels are vLLM v1's: `model_name` and `engine` (always "0").
 Time to first token and end-to-end latency are measured by the HTTP handler, from the request's
-arrival at the handler to the first token event / the last event written; queue, prefill and
-decode times are the engine's. `time_per_output_token_seconds` is observed once per token gap,
-like `inter_token_latency_seconds`, as vLLM v1 does with that (deprecated) name.
+arrival at the handler to the first token / the last event; queue, prefill and decode times
+are the engine's. Token counts are exact: `prompt_tokens_total` adds a request's whole prompt
+(cached part included) when its first token exists, `generation_tokens_total` every generated
+token (EOS and stop-string tokens too), and the `request_prompt_tokens` /
+`request_generation_tokens` histograms one sample per finished request. Inter-token latency
+is one sample per generated token after the first, whatever `--stream-interval` groups into
+an event; `time_per_output_token_seconds` is the same samples under vLLM v1's deprecated
+name. `iteration_tokens_total` has one sample per engine step, `prefix_cache_queries` /
+`prefix_cache_hits` count prompt tokens looked up / found at admission.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from netbench.sim.config import SimConfig
 from netbench.sim.engine import Engine, SimRequest
 
 # vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), in seconds.
@@ -30,17 +37,31 @@ REQUEST_LATENCY_BUCKETS_S = (
     40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
 
+ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
 FINISH_REASONS = ("stop", "length", "abort")
 ENGINE_INDEX = "0"
 
 
-class SimMetrics:
-    """All metric families of one server, bound to its model name."""
+def buckets_1_2_5(max_value: int) -> tuple[int, ...]:
+    """vLLM's `build_1_2_5_buckets`: 1, 2, 5, 10, 20, 50, ... up to `max_value`."""
+    buckets: list[int] = []
+    scale = 1
+    while True:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > max_value:
+                return tuple(buckets)
+            buckets.append(mantissa * scale)
+        scale *= 10
 
-    def __init__(self, model_name: str, engine: Engine) -> None:
+
+class SimMetrics:
+    """All metric families of one server, bound to its model name; the engine's `EngineStats`."""
+
+    def __init__(self, config: SimConfig) -> None:
         self.registry = CollectorRegistry()
         labels = ("model_name", "engine")
-        values = (model_name, ENGINE_INDEX)
+        values = (config.model_name, ENGINE_INDEX)
 
         def gauge(name: str, doc: str) -> Gauge:
             return Gauge(name, doc, labels, registry=self.registry).labels(*values)
@@ -48,18 +69,27 @@ class SimMetrics:
         def counter(name: str, doc: str) -> Counter:
             return Counter(name, doc, labels, registry=self.registry).labels(*values)
 
-        def histogram(name: str, doc: str, buckets_s: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, labels, registry=self.registry, buckets=buckets_s).labels(*values)
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, registry=self.registry, buckets=buckets).labels(*values)
 
-        # Read at scrape time, so the gauges are exact even between engine steps.
-        gauge("vllm:num_requests_running", "Number of requests in model execution batches.").set_function(
-            lambda: engine.num_running
-        )
-        gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.").set_function(
-            lambda: engine.num_waiting
-        )
+        self._running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
+        self._waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        self.prefix_cache_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_cache_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.")
+        token_buckets = buckets_1_2_5(config.max_model_len)
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", token_buckets
+        )
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets
+        )
+        self.iteration_tokens = histogram(
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKENS_BUCKETS
+        )
         success = Counter(
             "vllm:request_success",
             "Count of successfully processed requests.",
@@ -106,6 +136,18 @@ class SimMetrics:
             REQUEST_LATENCY_BUCKETS_S,
         )
 
+    def watch(self, engine: Engine) -> None:
+        """Read the engine's queue lengths at scrape time, so the gauges are exact between steps."""
+        self._running.set_function(lambda: engine.num_running)
+        self._waiting.set_function(lambda: engine.num_waiting)
+
+    def on_step(self, scheduled_tokens: int) -> None:
+        self.iteration_tokens.observe(scheduled_tokens)
+
+    def on_prefix_lookup(self, query_tokens: int, hit_tokens: int) -> None:
+        self.prefix_cache_queries.inc(query_tokens)
+        self.prefix_cache_hits.inc(hit_tokens)
+
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
@@ -121,7 +163,7 @@ class RequestRecorder:
         self._last_token_s: float | None = None
 
     def token(self) -> None:
-        """A token event is about to be written (or, non-streaming, was received)."""
+        """The engine generated a token (it is about to be written, or collected)."""
         now_s = time.monotonic()
         if self._last_token_s is None:
             self._metrics.ttft_s.observe(now_s - self._arrival_s)
@@ -134,10 +176,12 @@ class RequestRecorder:
         self._last_token_s = now_s
 
     def finish(self, request: SimRequest, finish_reason: str) -> None:
-        """The last event is about to be written: record the request's latencies."""
+        """The last event is about to be written: record the request's latencies and lengths."""
         assert request.admitted_s is not None and request.first_token_s is not None
         assert request.finished_s is not None
         metrics = self._metrics
+        metrics.request_prompt_tokens.observe(request.prompt_tokens)
+        metrics.request_generation_tokens.observe(request.generated)
         metrics.e2e_s.observe(time.monotonic() - self._arrival_s)
         metrics.queue_s.observe(request.queue_s)
         metrics.prefill_s.observe(request.first_token_s - request.admitted_s)

@@ -2,7 +2,7 @@
 
     from tests.servers.sim import start_sim_server
 
-    with start_sim_server("--prefill-ms", "40", "--decode-ms", "10") as base_url:
+    with start_sim_server("--step-ms", "10", "--ignore-eos") as base_url:
         httpx.get(f"{base_url}/health")
 
 The server binds port 0 and announces `netbench serve: listening on URL`; leaving the block
