@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers.faults import fault_server, refused_url  # noqa: F401  (fixtures)
+from tests.netem.line import make_delay_line  # noqa: F401  (fixtures)
+from tests.servers.faults import fault_server, refused_url  # noqa: F401
 from tests.servers.nginx import nginx_server  # noqa: F401
 from tests.servers.sim import start_sim_server
 from tests.servers.slm import slm_server  # noqa: F401

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.ports import alive
 from tests.servers.sim import start_sim_server
 
 pytestmark = pytest.mark.integration
@@ -53,15 +54,6 @@ def children(pid: int) -> list[int]:
         except FileNotFoundError:
             pass
     return pids
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, dead but not yet reaped by whoever adopted it, does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def assert_gone(pids: list[int]) -> None:

@@ -4,9 +4,11 @@ Requests to `/logged` (and only those) are written to `access_log_path`, one lin
 `$arg_tag $connection $connection_requests $server_protocol $ssl_protocol`, so tests can see
 which connection and protocol served each request without slowing down the other locations.
 
-Each run writes its own config, certificates (a trustme CA and a leaf for 127.0.0.1 and
-localhost), pid file, logs and temp dirs into a temporary directory and runs
+Each run writes its own config, certificates (a trustme CA and a leaf for 127.0.0.1,
+localhost and the listen host), pid file, logs and temp dirs into a temporary directory and runs
 `nginx -g 'daemon off;'` in the foreground; the system nginx service is never touched.
+`run_nginx(host=line.server.v4, netns=line.server.namespace)` runs it inside the delay line's
+server namespace instead of on loopback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.netem.netns import exec_prefix
 from tests.servers.ports import LOOPBACK, free_port, stop_process_group, wait_for_ports
 
 __all__ = ["nginx_server"]
@@ -88,13 +91,20 @@ def _locations() -> str:
 """
 
 
-def _config(prefix: Path, ports: tuple[int, int, int], version: str, cert: Path, key: Path) -> str:
+def _host_literal(host: str) -> str:
+    """host as it appears before `:port` in a listen directive or URL (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _config(prefix: Path, ports: tuple[int, int, int], version: str, cert: Path, key: Path,
+            host: str) -> str:
     http_port, https_port, h2_port = ports
+    listen_host = _host_literal(host)
     # `listen ... http2` was deprecated in 1.25.1 in favour of the `http2 on;` directive.
     if _version_tuple(version) >= (1, 25, 1):
-        h2_listen, h2_directive = f"listen {LOOPBACK}:{h2_port} ssl;", "http2 on;"
+        h2_listen, h2_directive = f"listen {listen_host}:{h2_port} ssl;", "http2 on;"
     else:
-        h2_listen, h2_directive = f"listen {LOOPBACK}:{h2_port} ssl http2;", ""
+        h2_listen, h2_directive = f"listen {listen_host}:{h2_port} ssl http2;", ""
     tls = f"""
         ssl_certificate {cert};
         ssl_certificate_key {key};"""
@@ -119,11 +129,11 @@ http {{
     keepalive_timeout 75s;
 {temp_paths}
     server {{
-        listen {LOOPBACK}:{http_port};
+        listen {listen_host}:{http_port};
 {locations}
     }}
     server {{
-        listen {LOOPBACK}:{https_port} ssl;
+        listen {listen_host}:{https_port} ssl;
 {tls}
 {locations}
     }}
@@ -137,10 +147,10 @@ http {{
 """
 
 
-def _write_certificates(prefix: Path) -> tuple[Path, Path, Path]:
-    """Write a CA and a leaf for 127.0.0.1 and localhost; return (ca, cert chain, key) paths."""
+def _write_certificates(prefix: Path, host: str) -> tuple[Path, Path, Path]:
+    """Write a CA and a leaf for 127.0.0.1, localhost and host; return (ca, cert chain, key)."""
     ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf = ca.issue_cert(*dict.fromkeys(("127.0.0.1", "localhost", host)))
     ca_path, cert_path, key_path = prefix / "ca.pem", prefix / "server.pem", prefix / "server.key"
     ca.cert_pem.write_to_path(str(ca_path))
     cert_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
@@ -159,26 +169,29 @@ def _log_tail(prefix: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_nginx() -> Iterator[NginxServer]:
-    """Start a private nginx on three free loopback ports; stop it (no process left) on exit."""
+def run_nginx(host: str = LOOPBACK, netns: str | None = None) -> Iterator[NginxServer]:
+    """Start a private nginx on three free ports of host (inside network namespace `netns`
+    when given); stop it (no process left) on exit."""
     binary = ensure_nginx()
     version = nginx_version(binary)
     with tempfile.TemporaryDirectory(prefix="netbench-nginx-") as tmp:
         prefix = Path(tmp)
         (prefix / "temp").mkdir()
-        ca_path, cert_path, key_path = _write_certificates(prefix)
+        ca_path, cert_path, key_path = _write_certificates(prefix, host)
         conf_path = prefix / "nginx.conf"
+        prefix_argv = [] if netns is None else exec_prefix(netns)
+        url_host = _host_literal(host)
         last_error = ""
         for _ in range(START_ATTEMPTS):
             ports = (free_port(), free_port(), free_port())
             if len(set(ports)) < len(ports):
                 continue
-            conf_path.write_text(_config(prefix, ports, version, cert_path, key_path))
+            conf_path.write_text(_config(prefix, ports, version, cert_path, key_path, host))
             # -e points the startup error log into the prefix too (nginx opens it before the
             # config is read); stderr goes to a file so a chatty nginx can never block on a pipe.
             with open(prefix / "stderr.log", "wb") as stderr_file:
                 proc = subprocess.Popen(
-                    [binary, "-p", str(prefix), "-c", str(conf_path),
+                    [*prefix_argv, binary, "-p", str(prefix), "-c", str(conf_path),
                      "-e", str(prefix / "error.log"), "-g", "daemon off;"],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -186,7 +199,7 @@ def run_nginx() -> Iterator[NginxServer]:
                     start_new_session=True,
                 )
             try:
-                wait_for_ports(list(ports), START_DEADLINE_S, proc)
+                wait_for_ports(list(ports), START_DEADLINE_S, proc, host=host, netns=netns)
             except (RuntimeError, TimeoutError) as exc:
                 stop_process_group(proc, signal.SIGKILL, STOP_DEADLINE_S)
                 last_error = f"{exc}\n{_log_tail(prefix)}"
@@ -196,9 +209,9 @@ def run_nginx() -> Iterator[NginxServer]:
             try:
                 http_port, https_port, h2_port = ports
                 yield NginxServer(
-                    http_url=f"http://{LOOPBACK}:{http_port}",
-                    https_url=f"https://{LOOPBACK}:{https_port}",
-                    h2_url=f"https://{LOOPBACK}:{h2_port}",
+                    http_url=f"http://{url_host}:{http_port}",
+                    https_url=f"https://{url_host}:{https_port}",
+                    h2_url=f"https://{url_host}:{h2_port}",
                     cacert_path=ca_path,
                     access_log_path=prefix / "access.log",
                     http_port=http_port,

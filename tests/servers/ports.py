@@ -1,4 +1,5 @@
-"""Helpers shared by the test servers: free and refused loopback ports, readiness waits, stopping."""
+"""Helpers shared by the test servers: free and refused loopback ports, readiness waits, stopping,
+whether a process still runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
+
+from tests.netem.netns import socket_in
 
 LOOPBACK = "127.0.0.1"
 
@@ -36,10 +40,20 @@ def refused_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def port_accepts(port: int, host: str = LOOPBACK, timeout_s: float = 0.5) -> bool:
-    """True when a TCP connect to host:port succeeds."""
+def port_accepts(port: int, host: str = LOOPBACK, timeout_s: float = 0.5,
+                 netns: str | None = None) -> bool:
+    """True when a TCP connect to host:port succeeds (from inside network namespace `netns`)."""
+    if netns is None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
+        with socket_in(netns, family) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect((host, port))
             return True
     except OSError:
         return False
@@ -50,8 +64,9 @@ def wait_for_ports(
     deadline_s: float,
     proc: subprocess.Popen[bytes] | None = None,
     host: str = LOOPBACK,
+    netns: str | None = None,
 ) -> None:
-    """Wait until every port accepts connections.
+    """Wait until every port accepts connections (probed from inside `netns` when given).
 
     Raises TimeoutError after deadline_s seconds, or RuntimeError as soon as `proc`
     exits (a server that died will never listen, so waiting out the deadline is pointless).
@@ -61,12 +76,21 @@ def wait_for_ports(
     while pending:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode} before listening")
-        pending = [port for port in pending if not port_accepts(port, host)]
+        pending = [port for port in pending if not port_accepts(port, host, netns=netns)]
         if not pending:
             return
         if time.monotonic() > end:
             raise TimeoutError(f"ports {pending} on {host} not accepting after {deadline_s} s")
         time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by whoever adopted it, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], first_signal: int, deadline_s: float) -> None:

@@ -5,6 +5,8 @@
     with start_sim_server("--step-ms", "10", "--ignore-eos") as base_url:
         httpx.get(f"{base_url}/health")
 
+`host=` and `netns=` run it inside a network namespace (the delay line's server side):
+`start_sim_server(host=line.server.v4, netns=line.server.namespace)`.
 The server binds port 0 and announces `netbench serve: listening on URL`; leaving the block
 sends SIGTERM and asserts the server exited 0 (unless the block raised).
 """
@@ -22,16 +24,22 @@ import time
 from collections.abc import Iterator
 from typing import IO
 
+from tests.netem.netns import exec_prefix
+from tests.servers.ports import LOOPBACK
+
 SERVE_COMMAND = (sys.executable, "-c", "from netbench.cli import main; main()", "serve")
 READY_LINE = re.compile(r"^netbench serve: listening on (http://\S+)$")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
 
-def spawn_sim_server(*extra_args: str, stderr: IO[bytes] | None = None) -> tuple[subprocess.Popen[str], str]:
-    """Start `netbench serve --host 127.0.0.1 --port 0 *extra_args`; return it and its base URL."""
+def spawn_sim_server(*extra_args: str, stderr: IO[bytes] | None = None, host: str = LOOPBACK,
+                     netns: str | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start `netbench serve --host HOST --port 0 *extra_args` (inside `netns` when given);
+    return it and its base URL."""
+    prefix = [] if netns is None else exec_prefix(netns)
     proc = subprocess.Popen(
-        [*SERVE_COMMAND, "--host", "127.0.0.1", "--port", "0", *extra_args],
+        [*prefix, *SERVE_COMMAND, "--host", host, "--port", "0", *extra_args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -60,10 +68,10 @@ def stop_sim_server(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -
 
 
 @contextlib.contextmanager
-def start_sim_server(*extra_args: str) -> Iterator[str]:
+def start_sim_server(*extra_args: str, host: str = LOOPBACK, netns: str | None = None) -> Iterator[str]:
     """Run a simulated server for the block; yield its base URL, e.g. `http://127.0.0.1:41234`."""
     with tempfile.TemporaryFile() as stderr:
-        proc, base_url = spawn_sim_server(*extra_args, stderr=stderr)
+        proc, base_url = spawn_sim_server(*extra_args, stderr=stderr, host=host, netns=netns)
         try:
             yield base_url
         finally:
