@@ -9,10 +9,11 @@ and marks"). Whatever a server sends, one request fails at worst: never the work
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
+import os
 import ssl
-import struct
+import warnings
 from collections.abc import Callable, Sequence
 from io import BytesIO
 from time import monotonic_ns
@@ -24,6 +25,7 @@ from netbench.phases import Record
 from netbench.secrets import redact
 from netbench.spec import RunSpec
 from netbench.sse import MAX_MESSAGE_CHARS, EventKind, SSEParser, interpret
+from netbench.tcpinfo import TcpSample, TcpSockets
 from netbench.workloads import Request
 
 # POSTTRANSFER exists from libcurl 8.10 on; before that, send is folded into wait.
@@ -81,14 +83,6 @@ _END_AFTER_DONE_NS = 50_000_000
 #: bytes of an error response kept to explain the failure
 _ERROR_BODY_BYTES = 4096
 
-_TCP_INFO = getattr(socket, "TCP_INFO", None)
-# struct tcp_info (linux/tcp.h): tcpi_state at byte 0, tcpi_rtt (smoothed) at 68, tcpi_min_rtt
-# (kernel >= 4.6) at 148.
-_TCPI_RTT_OFFSET = 68
-_TCPI_MIN_RTT_OFFSET = 148
-#: tcpi_state values (netinet/tcp.h) of a connection whose peer has closed it
-_PEER_CLOSED_STATES = frozenset((7, 8))  # TCP_CLOSE, TCP_CLOSE_WAIT
-
 
 def curl_version() -> str:
     return pycurl.version
@@ -99,8 +93,9 @@ _RESENT_NOTE = (
     "on a new connection (the server may have received it twice); counted as a reset"
 )
 _IDLE_CLOSED_NOTE = (
-    "the server had closed idle keep-alive connections: libcurl found them closed when it sent a request, "
-    "and sent it once more on a new connection (the server received it once); counted as successes on new connections"
+    "the server closed keep-alive connections without answering as requests were sent on them (a FIN and no "
+    "response byte, or closed before); libcurl sent those requests again on new connections, counted once as "
+    "successes on new connections"
 )
 _ENDED_AT_DONE_NOTE = (
     "the server held responses open after [DONE]: netbench ended them there (e2e is the arrival of [DONE]; "
@@ -184,73 +179,93 @@ def configure(handle: pycurl.Curl, spec: RunSpec, request: Request) -> None:
     )
 
 
-class _Sockets:
-    """TCP_INFO of libcurl's sockets, read through one non-owning view per descriptor.
+class _Connections:
+    """libcurl's sockets as they open, carry requests and close.
 
-    `socket.fromfd` per request (a dup, an object and a close) cost more than the rest of the
-    request's bookkeeping; a view of libcurl's descriptor, made once per descriptor number and
-    shared by the driver's transfers (they take turns on the multi's connections), leaves one
-    getsockopt per read. A view never closes its descriptor: libcurl owns it, so `release`
-    detaches them all (the driver's close does). A connection's descriptor is learnt when a
-    transfer completes on it, by its local port, so that the next request on it can look at it
-    before sending (libcurl's callbacks cannot ask for the active socket).
+    A request's attempt is looked at just before it is sent (PREREQFUNCTION, by the connection's
+    local port) and again when its socket closes (CLOSESOCKETFUNCTION): libcurl sends a request
+    again when a reused connection dies before any response. The attempt was harmless when the
+    server had closed the connection before it (its FIN or RST was there), or ended the
+    connection in order meanwhile (a FIN and no response byte: it closed a keep-alive connection,
+    as llama.cpp's server does after every stream). A connection reset while the request was on
+    it (an RST without FIN) may have delivered the request: the server may have received it twice.
     """
 
-    __slots__ = ("_views", "_fd_by_port")
+    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts")
 
     def __init__(self) -> None:
-        self._views: dict[int, socket.socket] = {}
+        self.tcp = TcpSockets()
         self._fd_by_port: dict[int, int] = {}
+        #: descriptors opened whose local port is not known yet
+        self._unmapped: set[int] = set()
+        #: descriptor -> (the transfer whose attempt it carries, the reading just before it)
+        self._attempts: dict[int, tuple[Transfer, TcpSample]] = {}
 
-    def _view(self, fd: int) -> socket.socket:
-        view = self._views.get(fd)
-        if view is None:
-            view = self._views[fd] = socket.socket(socket.AF_INET, socket.SOCK_STREAM, fileno=fd)
-        return view
+    def on_open(self, fd: int, purpose: int) -> int:
+        self._unmapped.add(fd)
+        return pycurl.SOCKOPT_OK
 
-    def remember(self, handle: pycurl.Curl, local_port: int) -> int:
-        """Note the socket of a completed transfer; returns its descriptor (-1 when none)."""
+    def fd_for_port(self, local_port: int) -> int:
+        fd = self._fd_by_port.get(local_port)
+        if fd is not None:
+            return fd
+        for candidate in list(self._unmapped):
+            port = self.tcp.local_port(candidate)
+            if port > 0:
+                self._unmapped.discard(candidate)
+                self._fd_by_port[port] = candidate
+                if port == local_port:
+                    return candidate
+        return -1
+
+    def begin_attempt(self, transfer: Transfer, local_port: int) -> TcpSample | None:
+        fd = self.fd_for_port(local_port)
+        before = self.tcp.sample(fd)
+        if before is not None:
+            self._attempts[fd] = (transfer, before)
+        return before
+
+    def on_close(self, fd: int) -> int:
+        attempt = self._attempts.pop(fd, None)
+        if attempt is not None:
+            transfer, before = attempt
+            after = self.tcp.sample(fd)
+            # A FIN consumes one sequence number, counted in bytes_received: one more byte, and no
+            # response byte, is an orderly close. (An unacknowledged request proves nothing: the
+            # server may have read it, its ACK delayed, and reset.)
+            harmless = before.peer_closed or (after is not None and after.bytes_received - before.bytes_received == 1)
+            transfer.unreceived_attempts += harmless
+        self._forget(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            return 1
+        return 0
+
+    def _forget(self, fd: int) -> None:
+        self.tcp.forget(fd)
+        self._unmapped.discard(fd)
+        for port in [p for p, known in self._fd_by_port.items() if known == fd]:
+            del self._fd_by_port[port]
+
+    def complete(self, handle: pycurl.Curl) -> TcpSample | None:
+        """The reading of a completed transfer's socket; None when it has none."""
         try:
             fd = handle.getinfo(pycurl.ACTIVESOCKET)
         except pycurl.error:
-            return -1
-        if fd >= 0 and local_port > 0:
-            self._fd_by_port[local_port] = fd
-        return fd
+            return None
+        self._attempts.pop(fd, None)
+        return self.tcp.sample(fd)
 
-    def peer_closed(self, local_port: int) -> bool:
-        """Whether the peer had already closed the connection with this local port (False when
-        unknown). The descriptor is checked to still be that connection's: numbers get reused."""
-        fd = self._fd_by_port.get(local_port)
-        if fd is None or _TCP_INFO is None:
-            return False
-        try:
-            view = self._view(fd)
-            if view.getsockname()[1] != local_port:
-                return False
-            return view.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0] in _PEER_CLOSED_STATES
-        except OSError:
-            return False
-
-    def rtt_us(self, fd: int) -> int:
-        """The kernel's RTT of a socket, µs, or -1 where the platform has none.
-
-        The minimum RTT is preferred to the smoothed one: delayed ACKs of a streamed response
-        inflate srtt by milliseconds even on loopback, and the split subtracts this from wait."""
-        if _TCP_INFO is None or fd < 0:
-            return -1
-        try:
-            info = self._view(fd).getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCPI_MIN_RTT_OFFSET + 4)
-        except OSError:
-            return -1
-        offset = _TCPI_MIN_RTT_OFFSET if len(info) >= _TCPI_MIN_RTT_OFFSET + 4 else _TCPI_RTT_OFFSET
-        return struct.unpack_from("I", info, offset)[0]
-
-    def release(self) -> None:
-        for view in self._views.values():
-            view.detach()
-        self._views.clear()
+    def close_all(self) -> None:
+        """Close what libcurl could not close through its callback (at the multi's cleanup)."""
+        for fd in {*self._unmapped, *self._fd_by_port.values()}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._unmapped.clear()
         self._fd_by_port.clear()
+        self._attempts.clear()
+        self.tcp.release()
 
 
 class Transfer:
@@ -261,8 +276,8 @@ class Transfer:
         "first_byte_ns", "first_event_ns", "first_token_ns", "first_content_ns", "last_token_ns", "done_ns",
         "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
         "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
-        "malformed", "stream_error", "chunks", "attempts", "closed_attempts", "ended_at_done",
-        "_backlog", "_on_done_seen", "_sockets",
+        "malformed", "stream_error", "chunks", "attempts", "unreceived_attempts", "tcp_before", "ended_at_done",
+        "_backlog", "_on_done_seen", "_connections",
     )  # fmt: skip
 
     def __init__(
@@ -271,7 +286,7 @@ class Transfer:
         request: Request,
         backlog: list[Transfer],
         on_done_seen: Callable[[Transfer], None],
-        sockets: _Sockets,
+        connections: _Connections,
     ) -> None:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
@@ -279,8 +294,10 @@ class Transfer:
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
         self.handle.setopt(pycurl.HEADERFUNCTION, self._on_header)
         self.handle.setopt(pycurl.PREREQFUNCTION, self._on_prereq)
+        self.handle.setopt(pycurl.SOCKOPTFUNCTION, connections.on_open)
+        self.handle.setopt(pycurl.CLOSESOCKETFUNCTION, connections.on_close)
         self.parser = SSEParser()
-        self._sockets = sockets
+        self._connections = connections
         #: (arrival ns, bytes) of stream chunks not parsed yet; `backlog` lists the transfers that have some
         self.chunks: list[tuple[int, bytes]] = []
         self._backlog = backlog
@@ -296,7 +313,8 @@ class Transfer:
         self.measured = measured
         self.first_byte_ns = self.first_event_ns = self.first_token_ns = self.first_content_ns = -1
         self.last_token_ns = self.done_ns = self.final_status_ns = -1
-        self.attempts = self.closed_attempts = 0
+        self.attempts = self.unreceived_attempts = 0
+        self.tcp_before: TcpSample | None = None
         self.interim_seen = self.error_status = self.ended_at_done = False
         self.error_body = b""
         self.headers = []
@@ -311,12 +329,9 @@ class Transfer:
 
     # The callbacks run for every header line and body chunk, inside libcurl: keep them small.
     def _on_prereq(self, primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
-        # Once per attempt, just before the request is sent: libcurl sends a request again when a
-        # reused connection dies before any response, and whether the server had closed that
-        # connection before (an idle close) tells a harmless re-send from a possible duplicate.
+        # Once per attempt, just before the request is sent (see _Connections).
         self.attempts += 1
-        if self._sockets.peer_closed(local_port):
-            self.closed_attempts += 1
+        self.tcp_before = self._connections.begin_attempt(self, local_port)
         return pycurl.PREREQFUNC_OK
 
     def _on_header(self, line: bytes) -> None:
@@ -401,25 +416,25 @@ class Transfer:
     def stream_complete(self) -> bool:
         return self.done_ns >= 0 and not self.malformed and not self.stream_error
 
-    def finish(self, curl_error: int, worker: int, sockets: _Sockets) -> tuple[Record, list[tuple[int, int, int]], Outcome]:
+    def finish(self, curl_error: int, worker: int) -> tuple[Record, list[tuple[int, int, int]], Outcome]:
         """The request's record, its token events, and how it ended."""
         info = self.handle.getinfo
         status = info(pycurl.RESPONSE_CODE)
         new_connection = info(pycurl.NUM_CONNECTS) > 0
         marks = {name: info(code) if code is not None else -1 for name, code in _MARK_INFOS}
         local_port = info(pycurl.LOCAL_PORT)
-        fd = sockets.remember(self.handle, local_port)
+        after = self._connections.complete(self.handle)
         if self.ended_at_done or (curl_error and self.streaming and status == 200 and self.stream_complete):
             # The stream was complete at [DONE]: what the connection did afterwards is not the request's.
             marks["total_mark_us"] = self._mark_us(self.done_ns) if self.ended_at_done else marks["total_mark_us"]
             curl_error = 0
         resends = max(self.attempts - 1 - info(pycurl.REDIRECT_COUNT), 0)
-        resent = resends > self.closed_attempts
+        resent = resends > self.unreceived_attempts
         stream_ok = not self.streaming or self.stream_complete
         outcome = outcome_of(curl_error, status, stream_ok, resent)
         if outcome is Outcome.MALFORMED and self.stream_error:
             outcome = Outcome.STREAM_ERROR
-        tcp_rtt = sockets.rtt_us(fd) if outcome is Outcome.OK and not new_connection else -1
+        before = self.tcp_before
         usage = self.usage_tokens
         record = Record(
             transfer_start_ns=self.anchor_ns,
@@ -433,7 +448,11 @@ class Transfer:
             first_content_mark_us=self._mark_us(self.first_content_ns),
             last_token_mark_us=self._mark_us(self.last_token_ns),
             done_mark_us=self._mark_us(self.done_ns),
-            tcp_rtt_us=tcp_rtt,
+            tcp_min_rtt_us=-1 if after is None else after.min_rtt_us,
+            tcp_srtt_us=-1 if after is None else after.rtt_us,
+            tcp_rttvar_us=-1 if after is None else after.rttvar_us,
+            tcp_srtt_before_us=-1 if before is None else before.rtt_us,
+            retransmits=-1 if before is None or after is None else max(after.total_retrans - before.total_retrans, 0),
             events=len(self.events),
             events_kept=len(self.events),
             event_tokens=self.event_tokens,
@@ -462,10 +481,10 @@ class MultiDriver:
         self.multi = pycurl.CurlMulti()
         self.multi.setopt(pycurl.M_MAXCONNECTS, max(slots, 1))
         self._backlog: list[Transfer] = []
-        self._sockets = _Sockets()
+        self._connections = _Connections()
         #: transfers that saw [DONE], and when their response must have ended (monotonic ns)
         self._ending: dict[Transfer, int] = {}
-        self.transfers = [Transfer(spec, request, self._backlog, self._done_seen, self._sockets) for _ in range(slots)]
+        self.transfers = [Transfer(spec, request, self._backlog, self._done_seen, self._connections) for _ in range(slots)]
         self.idle = list(self.transfers)
         self._active: set[Transfer] = set()
         self._by_handle = {t.handle: t for t in self.transfers}
@@ -545,7 +564,7 @@ class MultiDriver:
         transfer.digest()  # whatever of the stream is not parsed yet
         self._ending.pop(transfer, None)
         # finish before remove_handle: the socket is still the transfer's (TCP_INFO)
-        record, events, outcome = transfer.finish(curl_error, self.worker, self._sockets)
+        record, events, outcome = transfer.finish(curl_error, self.worker)
         self._explain(transfer, record, outcome, curl_error, message)
         on_done(transfer, record, events, outcome)
         self.multi.remove_handle(handle)
@@ -559,7 +578,7 @@ class MultiDriver:
     def _explain(self, transfer: Transfer, record: Record, outcome: Outcome, curl_error: int, message: str) -> None:
         """Keep one line per kind of failure (and of survived trouble) for the report."""
         if outcome is Outcome.OK:
-            if transfer.closed_attempts:
+            if transfer.unreceived_attempts:
                 self._tally("idle_closes", _IDLE_CLOSED_NOTE)
             if curl_error and not transfer.ended_at_done:
                 self._tally("errors_after_done", _ERROR_AFTER_DONE_NOTE)
@@ -591,8 +610,12 @@ class MultiDriver:
         self.abort_all()
         for transfer in self.transfers:
             transfer.close()
-        self._sockets.release()
-        self.multi.close()
+        with warnings.catch_warnings():
+            # The multi's cleanup closes the connections it still holds through the close
+            # callback, which pycurl cannot run outside a transfer: close_all closes those.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.multi.close()
+        self._connections.close_all()
 
 
 def fetch(spec: RunSpec, request: Request) -> tuple[int, bytes, int]:

@@ -46,8 +46,14 @@ RECORD_DTYPE = np.dtype(
         ("first_content_mark_us", np.int64),  # the first visible content token
         ("last_token_mark_us", np.int64),
         ("done_mark_us", np.int64),
-        # kernel minimum RTT of the transfer's socket (TCP_INFO), µs
-        ("tcp_rtt_us", np.int64),
+        # the kernel's view of the transfer's connection (TCP_INFO), µs: after the request its
+        # minimum, smoothed RTT and RTT variance, the smoothed RTT just before the request was
+        # sent, and the segments retransmitted in between (-1: not known)
+        ("tcp_min_rtt_us", np.int64),
+        ("tcp_srtt_us", np.int64),
+        ("tcp_rttvar_us", np.int64),
+        ("tcp_srtt_before_us", np.int64),
+        ("retransmits", np.int32),
         # token-carrying SSE events, and how many of them lie in the events array
         ("events", np.int32),
         ("events_kept", np.int32),
@@ -81,7 +87,7 @@ def empty_records(count: int) -> np.ndarray:
     for name in RECORD_DTYPE.names:
         if name.endswith(("_us", "_tokens")) and name != "event_tokens":
             records[name] = MISSING
-    records["local_port"] = MISSING
+    records["local_port"] = records["retransmits"] = MISSING
     return records
 
 
@@ -210,7 +216,7 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
         for name in (*_CORRECTED, "ttft_content"):
             values[name] = np.where(values[name] >= 0, values[name] + values["lag"], MISSING)
 
-    rtt = np.where(new, values["connect"], r["tcp_rtt_us"])
+    rtt = np.where(new, values["connect"], r["tcp_min_rtt_us"])
     values["rtt"] = rtt
     has_split = (rtt >= 0) & (values["wait"] >= 0)
     values["server"] = np.where(has_split, np.maximum(values["wait"] - rtt, 0), MISSING)

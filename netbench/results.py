@@ -175,9 +175,10 @@ def _records_from_v1(old: np.ndarray) -> np.ndarray:
     """Version 1 records in today's layout, field by field. Version 1 counted token events as
     `tokens` (usage aside) and kept no events: itl and token_lag live in its histograms only."""
     records = empty_records(len(old))
+    renamed = {"tcp_rtt_us": "tcp_min_rtt_us"}
     for name in old.dtype.names or ():
-        if name in RECORD_DTYPE.names:
-            records[name] = old[name]
+        if renamed.get(name, name) in RECORD_DTYPE.names:
+            records[renamed.get(name, name)] = old[name]
     if "tokens" in (old.dtype.names or ()):
         records["events"] = records["event_tokens"] = old["tokens"]
     return records

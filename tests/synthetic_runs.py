@@ -68,7 +68,7 @@ def make_run(
     records["starttransfer_mark_us"] = records["posttransfer_mark_us"] + wait
     records["total_mark_us"] = np.maximum(e2e, records["starttransfer_mark_us"])
     records["queue_mark_us"] = 3
-    records["tcp_rtt_us"] = np.where(new, -1, rtt_us)
+    records["tcp_min_rtt_us"] = np.where(new, -1, rtt_us)
     records["http_status"] = 200
     records["error_class"] = int(Outcome.OK)
     streaming = mode in ("completions", "chat")

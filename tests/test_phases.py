@@ -55,7 +55,7 @@ def test_reused_connection_has_no_dns_connect_tls_and_uses_the_kernel_rtt():
         posttransfer_mark_us=[12],
         starttransfer_mark_us=[412],
         total_mark_us=[500],
-        tcp_rtt_us=[40],
+        tcp_min_rtt_us=[40],
     )
     values = derive(records).values_us
     for name in ("dns", "connect", "tls"):
@@ -147,7 +147,7 @@ def test_an_interim_response_moves_ttfb_and_wait_to_the_final_status_line():
         final_status_mark_us=[50_400],
         first_token_mark_us=[60_000],
         total_mark_us=[70_000],
-        tcp_rtt_us=[40],
+        tcp_min_rtt_us=[40],
     )
     values = derive(records).values_us
     assert values["ttfb"][0] == 50_400

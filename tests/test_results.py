@@ -22,6 +22,10 @@ V1_RECORD_DTYPE = np.dtype(
 )  # fmt: skip
 
 
+#: version-1 fields that carry another name now
+RENAMED = {"tcp_rtt_us": "tcp_min_rtt_us"}
+
+
 def test_version_2_round_trips_records_and_their_events(tmp_path):
     run = make_run("completions", 1, [20_000, 21_000, 22_000], ttft_us=[5_000, 6_000, 7_000])
     run.records["events_kept"] = [2, 0, 1]
@@ -39,7 +43,7 @@ def test_version_1_records_are_read_field_by_field(tmp_path):
     run = make_run("completions", 1, [20_000, 30_000], ttft_us=[5_000, 6_000], tokens=4)
     old = np.zeros(2, dtype=V1_RECORD_DTYPE)
     for name in V1_RECORD_DTYPE.names:
-        old[name] = run.records[name]
+        old[name] = run.records[RENAMED.get(name, name)]
     data = run.to_dict()
     data["schema_version"] = 1
     data["records"] = _encode_array(old)
@@ -48,7 +52,7 @@ def test_version_1_records_are_read_field_by_field(tmp_path):
     loaded = RunResult.load(tmp_path / "v1.json")
     assert loaded.records.dtype == RECORD_DTYPE
     for name in V1_RECORD_DTYPE.names:
-        assert loaded.records[name].tolist() == run.records[name].tolist(), name
+        assert loaded.records[RENAMED.get(name, name)].tolist() == run.records[RENAMED.get(name, name)].tolist(), name
     # version 1 counted token events as tokens; it kept no events and knew no interim responses
     assert loaded.records["events"].tolist() == [4, 4] and loaded.records["events_kept"].tolist() == [0, 0]
     assert loaded.records["final_status_mark_us"].tolist() == [-1, -1]
