@@ -9,6 +9,7 @@ from tests.servers.faults import fault_server, refused_url  # noqa: F401
 from tests.servers.nginx import nginx_server  # noqa: F401
 from tests.servers.sim import start_sim_server
 from tests.servers.slm import slm_server  # noqa: F401
+from tests.servers.truth import truth_server  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -30,17 +30,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
-import re
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
+from tests.servers.http1 import (DONE_EVENT, LAST_CHUNK, MAX_HEADER_BYTES, Request, chunk,
+                                 json_response, models_json, parse_head, split_prefix, sse_event,
+                                 sse_head, status_head)
 from tests.servers.ports import LOOPBACK, refused_port
 
 __all__ = ["fault_server", "refused_url"]
@@ -54,7 +54,6 @@ TRICKLE_GAP_S = 0.004
 PRE_RESET_PAUSE_S = 0.05
 START_DEADLINE_S = 5.0
 STOP_DEADLINE_S = 5.0
-MAX_HEADER_BYTES = 64 * 1024
 
 FAULTS = (
     "ok",
@@ -69,74 +68,8 @@ FAULTS = (
     "trickle",
 )
 
-_REASONS = {200: "OK", 302: "Found", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error"}
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json_body(self) -> dict[str, object]:
-        try:
-            parsed = json.loads(self.body or b"{}")
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-
-    @property
-    def keep_alive(self) -> bool:
-        return self.headers.get("connection", "").lower() != "close"
-
-
 class _Reset(Exception):
     """Raised by a handler after it aborted the connection: stop serving this socket."""
-
-
-def _status_head(status: int, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS[status]}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _json_response(status: int, payload: object, keep_alive: bool) -> bytes:
-    body = json.dumps(payload).encode()
-    headers = [
-        ("content-type", "application/json"),
-        ("content-length", str(len(body))),
-        ("connection", "keep-alive" if keep_alive else "close"),
-    ]
-    if status == 429:
-        headers.append(("retry-after", "1"))
-    return _status_head(status, headers) + body
-
-
-def _sse_head(keep_alive: bool) -> bytes:
-    return _status_head(
-        200,
-        [
-            ("content-type", "text/event-stream; charset=utf-8"),
-            ("transfer-encoding", "chunked"),
-            ("connection", "keep-alive" if keep_alive else "close"),
-        ],
-    )
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def _event(payload: object) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-DONE_EVENT = b"data: [DONE]\n\n"
 
 
 def _stream_events(chat: bool, body: dict[str, object]) -> list[bytes]:
@@ -158,14 +91,14 @@ def _stream_events(chat: bool, body: dict[str, object]) -> list[bytes]:
         # vLLM opens a chat stream with a role-only chunk, which carries no token.
         role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                 "finish_reason": None}
-        events.append(_event({**common, "choices": [role]}))
-    events += [_event({**common, "choices": [choice(token, None)]}) for token in TOKENS]
-    events.append(_event({**common, "choices": [choice("", "length")]}))
+        events.append(sse_event({**common, "choices": [role]}))
+    events += [sse_event({**common, "choices": [choice(token, None)]}) for token in TOKENS]
+    events.append(sse_event({**common, "choices": [choice("", "length")]}))
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
         usage = {"prompt_tokens": 5, "completion_tokens": len(TOKENS),
                  "total_tokens": 5 + len(TOKENS)}
-        events.append(_event({**common, "choices": [], "usage": usage}))
+        events.append(sse_event({**common, "choices": [], "usage": usage}))
     return events
 
 
@@ -190,17 +123,8 @@ def _completion_json(chat: bool) -> dict[str, object]:
 def _compact_events(chat: bool) -> list[bytes]:
     """A minimal valid stream: trickled byte by byte it must stay well under 2 s."""
     if chat:
-        return [_event({"choices": [{"delta": {"content": t}}]}) for t in TOKENS]
-    return [_event({"choices": [{"text": t}]}) for t in TOKENS]
-
-
-def _models_json() -> dict[str, object]:
-    return {
-        "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": int(time.time()),
-                  "owned_by": "netbench", "root": MODEL_ID, "parent": None,
-                  "max_model_len": 2048}],
-    }
+        return [sse_event({"choices": [{"delta": {"content": t}}]}) for t in TOKENS]
+    return [sse_event({"choices": [{"text": t}]}) for t in TOKENS]
 
 
 def _error_json(status: int) -> dict[str, object]:
@@ -211,20 +135,7 @@ def _error_json(status: int) -> dict[str, object]:
                       "type": "server_error", "param": None, "code": None}}
 
 
-_EVERY_PREFIX = re.compile(r"every([1-9][0-9]*)-(.+)")
 REDIRECTS = {"/redirect-self": LOOPBACK, "/redirect-localhost": "localhost"}
-
-
-def _split_fault(path: str) -> tuple[str | None, int, str]:
-    """'/stall/v1/completions' -> ('stall', 1, '/v1/completions'); '/every3-stall/v1/models' ->
-    ('stall', 3, '/v1/models'); unprefixed paths -> (None, 1, path)."""
-    parts = path.split("/", 2)
-    if len(parts) == 3:
-        match = _EVERY_PREFIX.fullmatch(parts[1])
-        fault, every = (match.group(2), int(match.group(1))) if match else (parts[1], 1)
-        if fault in FAULTS:
-            return fault, every, "/" + parts[2]
-    return None, 1, path
 
 
 class FaultServer:
@@ -359,7 +270,7 @@ class FaultServer:
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> _Request | None:
+                            writer: asyncio.StreamWriter) -> Request | None:
         """Parse one request; None when the client closed the connection between requests."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -367,94 +278,89 @@ class FaultServer:
             if exc.partial:
                 raise
             return None
-        request_line, *header_lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = request_line.split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        if headers.get("expect", "").lower() == "100-continue":
+        request = parse_head(head)
+        if request.expects_continue:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        length = int(headers.get("content-length", "0"))
-        body = await reader.readexactly(length) if length else b""
-        return _Request(method, target.split("?", 1)[0], headers, body)
+        length = request.content_length
+        request.body = await reader.readexactly(length) if length else b""
+        return request
 
-    async def _respond(self, request: _Request, writer: asyncio.StreamWriter, ordinal: int) -> None:
-        fault, every, rest = _split_fault(request.path)
+    async def _respond(self, request: Request, writer: asyncio.StreamWriter, ordinal: int) -> None:
+        fault, every, rest = split_prefix(request.path, FAULTS)
         keep = request.keep_alive
         if fault is None and rest in REDIRECTS:
             location = f"http://{REDIRECTS[rest]}:{self.port}/echo"
-            writer.write(_status_head(302, [("location", location), ("content-length", "0")]))
+            writer.write(status_head(302, [("location", location), ("content-length", "0")]))
         elif fault is None and rest == "/echo":
-            writer.write(_status_head(200, [("content-length", "3")]) + b"ok\n")
+            writer.write(status_head(200, [("content-length", "3")]) + b"ok\n")
         elif rest == "/v1/models":
-            writer.write(_json_response(200, _models_json(), keep))
+            writer.write(json_response(200, models_json(MODEL_ID), keep))
         elif fault is None and rest == "/health":
-            writer.write(_status_head(200, [("content-length", "0")]))
+            writer.write(status_head(200, [("content-length", "0")]))
         elif rest not in ("/v1/completions", "/v1/chat/completions"):
-            writer.write(_json_response(404, {"error": {"message": f"no route {request.path}",
-                                                        "type": "not_found"}}, keep))
+            writer.write(json_response(404, {"error": {"message": f"no route {request.path}",
+                                                       "type": "not_found"}}, keep))
         else:
             if ordinal % every:
                 fault = "ok"
             await self._completion(fault or "ok", rest == "/v1/chat/completions", request, writer)
         await writer.drain()
 
-    async def _completion(self, fault: str, chat: bool, request: _Request,
+    async def _completion(self, fault: str, chat: bool, request: Request,
                           writer: asyncio.StreamWriter) -> None:
         keep = request.keep_alive
         body = request.json_body()
         if fault == "ok":
             if body.get("stream") is False:
-                writer.write(_json_response(200, _completion_json(chat), keep))
+                writer.write(json_response(200, _completion_json(chat), keep))
                 return
-            writer.write(_sse_head(keep))
+            writer.write(sse_head(keep))
             for event in _stream_events(chat, body):
-                writer.write(_chunk(event))
+                writer.write(chunk(event))
                 await writer.drain()
-            writer.write(_chunk(DONE_EVENT) + LAST_CHUNK)
+            writer.write(chunk(DONE_EVENT) + LAST_CHUNK)
         elif fault == "reset-before-headers":
             await _reset(writer)
         elif fault == "reset-mid-stream":
-            writer.write(_sse_head(keep))
+            writer.write(sse_head(keep))
             events = _stream_events(chat, body)
             token_events = events[1:3] if chat else events[:2]
             for event in token_events:
-                writer.write(_chunk(event))
+                writer.write(chunk(event))
             await writer.drain()
             await asyncio.sleep(PRE_RESET_PAUSE_S)
             await _reset(writer)
         elif fault == "stall":
-            writer.write(_sse_head(keep))
+            writer.write(sse_head(keep))
             await writer.drain()
             await asyncio.sleep(STALL_S)
             # A client that waited this long gets a clean close, never a late stream.
             raise _Reset
         elif fault in ("http429", "http500"):
             status = 429 if fault == "http429" else 500
-            writer.write(_json_response(status, _error_json(status), keep))
+            retry = [("retry-after", "1")] if status == 429 else []
+            writer.write(json_response(status, _error_json(status), keep, retry))
         elif fault == "bad-json":
             first = _stream_events(chat, body)[1 if chat else 0]
             broken = b'data: {"choices": [{"index": 0, "text": "oops"\n\n'
-            writer.write(_sse_head(keep) + _chunk(first) + _chunk(broken) + _chunk(DONE_EVENT)
+            writer.write(sse_head(keep) + chunk(first) + chunk(broken) + chunk(DONE_EVENT)
                          + LAST_CHUNK)
         elif fault == "no-done":
-            writer.write(_sse_head(keep))
+            writer.write(sse_head(keep))
             for event in _stream_events(chat, body):
-                writer.write(_chunk(event))
+                writer.write(chunk(event))
             writer.write(LAST_CHUNK)
         elif fault == "truncated-chunked":
             first = _stream_events(chat, body)[1 if chat else 0]
-            cut = _chunk(first)[: len(_chunk(first)) // 2]
-            writer.write(_sse_head(keep) + _chunk(first) + cut)
+            cut = chunk(first)[: len(chunk(first)) // 2]
+            writer.write(sse_head(keep) + chunk(first) + cut)
             await writer.drain()
             writer.close()  # FIN, not RST: the client must notice the missing bytes itself
             raise _Reset
         elif fault == "trickle":
-            writer.write(_sse_head(keep))
+            writer.write(sse_head(keep))
             await writer.drain()
-            wire = b"".join(_chunk(e) for e in [*_compact_events(chat), DONE_EVENT]) + LAST_CHUNK
+            wire = b"".join(chunk(e) for e in [*_compact_events(chat), DONE_EVENT]) + LAST_CHUNK
             for i in range(len(wire)):
                 if i:
                     await asyncio.sleep(TRICKLE_GAP_S)
