@@ -24,7 +24,7 @@ import numpy as np
 from netbench.outcomes import Outcome
 from netbench.phases import derive, select
 from netbench.results import RunResult
-from netbench.server_metrics import INTERPOLATION_NOTE, ServerPercentiles, percentiles
+from netbench.server_metrics import INTERPOLATION_NOTE, ServerPercentiles, counter_summary, percentiles
 from netbench.spec import MODES, STREAMING_MODES, SpecError, parse_duration_s
 
 #: modes whose requests do no model work: their HTTP wall time is the HTTP path alone
@@ -131,8 +131,12 @@ def server_side(result: RunResult) -> dict[str, object] | None:
                 gap_mean_us=_round(client.mean_us - server.mean_us),
             )
         out[key] = entry
-    if len(out) == 2:
-        out["note"] = "the server's latency histograms counted no request of this run (this mode does not reach the engine)"
+    counters = counter_summary(metrics, result.ok)
+    if counters is not None:  # llama.cpp: counters, not histograms
+        out["counters"] = counters
+    elif len(out) == 2:
+        what = "counters" if metrics.get("counters") else "latency histograms"
+        out["note"] = f"the server's {what} counted no request of this run (this mode does not reach the engine)"
     return out
 
 

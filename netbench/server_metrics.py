@@ -5,8 +5,13 @@ time to first token, end-to-end latency, queue time. The difference of two scrap
 server-side distribution of the requests sent in between; client minus server is the network +
 HTTP + framework overhead (DESIGN.md, "Network vs server split"). Bucket counts only bound a
 percentile, so `bucket_percentile` interpolates linearly within the bucket, as Prometheus's
-`histogram_quantile` does, and every output says so. A server without `/metrics` (the llama.cpp
-Python server) is reported as not available, with the reason; nothing is guessed.
+`histogram_quantile` does, and every output says so.
+
+llama.cpp's `llama-server --metrics` exports counters and gauges instead (`llamacpp:` prefix):
+tokens and seconds of prompt processing and generation, decode calls, requests processing and
+deferred. The run keeps the counters' differences and the gauges' values before and after;
+`counter_summary` derives the means per token and per request from them. A server without
+`/metrics` is reported as not available, with the reason; nothing is guessed.
 
 The stored form (`RunResult.server_metrics`) is plain JSON: it survives the run file.
 """
@@ -34,6 +39,9 @@ HISTOGRAMS: dict[str, str] = {
     "itl": "inter_token_latency_seconds",
 }
 _PREFIXES = ("vllm:", "sglang:")
+LLAMA_CPP_PREFIX = "llamacpp:"
+#: llama.cpp declares this one a counter, but it is a maximum: its difference means nothing
+_LLAMA_CPP_MAXIMA = frozenset({"llamacpp:n_tokens_max"})
 _SUCCESS_COUNTER = "request_success"
 INTERPOLATION_NOTE = "interpolated linearly within histogram buckets"
 
@@ -48,6 +56,9 @@ class Scrape:
     histograms: dict[str, tuple[str, dict[float, float], float, float]] = field(default_factory=dict)
     #: finished_reason -> requests counted by the server's success counter
     successes: dict[str, float] = field(default_factory=dict)
+    #: llama.cpp's counters and gauges, by the name /metrics gives them
+    counters: dict[str, float] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
     families: int = 0
 
     @property
@@ -85,6 +96,9 @@ def parse(url: str, text: str) -> Scrape:
         return Scrape(url, error=f"{METRICS_PATH} is empty")
     out = Scrape(url, families=len(families))
     for family in families:
+        if family.name.startswith(LLAMA_CPP_PREFIX):
+            _llama_cpp_family(family, out)
+            continue
         base = _unprefixed(family.name)
         if base is None:
             continue
@@ -98,6 +112,19 @@ def parse(url: str, text: str) -> Scrape:
                     reason = sample.labels.get("finished_reason", "")
                     out.successes[reason] = out.successes.get(reason, 0.0) + sample.value
     return out
+
+
+def _llama_cpp_family(family: object, out: Scrape) -> None:
+    """llama.cpp's unlabelled counters and gauges. prometheus_client names every counter
+    sample `<family>_total`; the family name is what llama.cpp declared."""
+    name, kind = family.name, family.type  # type: ignore[attr-defined]
+    value = sum(sample.value for sample in family.samples)  # type: ignore[attr-defined]
+    if not math.isfinite(value):
+        return
+    if kind == "counter" and name not in _LLAMA_CPP_MAXIMA:
+        out.counters[f"{name}_total"] = value
+    elif kind in ("counter", "gauge"):
+        out.gauges[name] = value
 
 
 def _unprefixed(name: str) -> str | None:
@@ -141,16 +168,77 @@ def difference(before: Scrape, after: Scrape, warmup_included: int = 0) -> dict[
             "sum_s": sum_after - sum_before,
             "buckets": [[_bound_text(b), int(round(d))] for b, d in zip(bounds, deltas)],
         }
-    if not histograms:
-        return {"available": False, "url": after.url, "reason": f"{METRICS_PATH} has no vLLM-style latency histograms"}
+    counters = {name: value - before.counters[name] for name, value in after.counters.items() if name in before.counters}
+    if any(delta < 0 for delta in counters.values()):
+        return {"available": False, "url": after.url, "reason": "the server's counters went backwards (a restart during the run)"}
+    if not histograms and not counters:
+        return {"available": False, "url": after.url,
+                "reason": f"{METRICS_PATH} has no vLLM-style latency histograms or llama.cpp counters"}  # fmt: skip
     successes = {k: int(round(v - before.successes.get(k, 0.0))) for k, v in after.successes.items()}
-    return {
+    out: dict[str, object] = {
         "available": True,
         "url": after.url,
         "method": INTERPOLATION_NOTE,
         "warmup_included": warmup_included,
         "histograms": histograms,
         "successes": {k: v for k, v in successes.items() if v},
+    }
+    if counters:
+        # counts are whole numbers; the *_seconds_total counters keep their fraction
+        out["counters"] = {k: v if k.endswith("_seconds_total") else int(round(v)) for k, v in counters.items()}
+        out["gauges"] = {k: {"before": before.gauges.get(k), "after": v} for k, v in after.gauges.items()}
+    return out
+
+
+def counter_summary(server_metrics: dict[str, object] | None, requests: int) -> dict[str, object] | None:
+    """llama.cpp's counter differences as netbench reports them: tokens, seconds, and the means
+    derived from them; None without llama.cpp counters or when they counted no token (the mode
+    never reached the engine). `requests`: the requests of the run the server completed
+    (llama.cpp has no request counter; the per-request means divide by it).
+
+    llamacpp:prompt_seconds_total is the wall time of the batches that evaluated prompt tokens:
+    at concurrency > 1 prompts share batches, so its per-request mean is below each request's
+    own prompt time. tokens_predicted_seconds_total sums each request's own generation time
+    (first token to last), so its per-request mean is exact; the first token of a request comes
+    with the prompt, so a decode step is that time over the tokens after the first.
+    """
+    if not server_metrics or not server_metrics.get("available"):
+        return None
+    counters = server_metrics.get("counters")
+    if not isinstance(counters, dict) or not counters:
+        return None
+    gauges = server_metrics.get("gauges") or {}
+
+    def count(name: str) -> int:
+        return int(counters.get(f"{LLAMA_CPP_PREFIX}{name}", 0))
+
+    def ratio_us(seconds: float, divisor: int) -> float | None:
+        return round(seconds * 1e6 / divisor, 3) if divisor > 0 else None
+
+    def after(name: str) -> float | None:
+        gauge = gauges.get(f"{LLAMA_CPP_PREFIX}{name}")  # type: ignore[union-attr]
+        return gauge.get("after") if isinstance(gauge, dict) else None
+
+    prompt_s = float(counters.get(f"{LLAMA_CPP_PREFIX}prompt_seconds_total", 0.0))
+    generation_s = float(counters.get(f"{LLAMA_CPP_PREFIX}tokens_predicted_seconds_total", 0.0))
+    prompt_tokens, generated = count("prompt_tokens_total"), count("tokens_predicted_total")
+    if not (prompt_tokens or generated or count("prompt_tokens_cached_total")):
+        return None
+    return {
+        "server": "llama.cpp",
+        "requests": requests,
+        "prompt_tokens": prompt_tokens,
+        "cached_prompt_tokens": count("prompt_tokens_cached_total"),
+        "generated_tokens": generated,
+        "decode_calls": count("n_decode_total"),
+        "prompt_s": prompt_s,
+        "generation_s": generation_s,
+        "prompt_us_per_token": ratio_us(prompt_s, prompt_tokens),
+        "prompt_us_per_request": ratio_us(prompt_s, requests),
+        "generation_us_per_request": ratio_us(generation_s, requests),
+        "generation_us_per_step": ratio_us(generation_s, generated - requests),
+        "requests_processing_after": after("requests_processing"),
+        "requests_deferred_after": after("requests_deferred"),
     }
 
 

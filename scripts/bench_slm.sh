@@ -1,23 +1,60 @@
 #!/usr/bin/env bash
-# The same sweep against the real llama.cpp server running SmolLM2-135M-Instruct: installs it
-# (scripts/ensure_slm.sh), starts it on a free loopback port, runs scripts/bench.sh, stops it.
-# --interrupt_requests False: by default the server cuts off the stream in progress when
-# another request arrives, and concurrency 4 and 8 would measure cut-off streams.
+# The seed's sweep against llama.cpp's own server (llama-server) running SmolLM2-135M-Instruct:
+# builds it once per machine (scripts/ensure_slm.sh), starts it on a free loopback port with 4
+# slots (--parallel 4: continuous batching; concurrency 8 queues) and Prometheus /metrics, runs
+# scripts/bench.sh (health and streaming completions at concurrency 1, 4 and 8), and stops it,
+# also when the sweep fails.
+# Every request asks for `Connection: close`: llama-server closes the connection after each
+# streamed response although it advertises Keep-Alive, and a client that reuses the connection
+# races that close (libcurl re-sends the request; netbench counts a reset). So every request
+# opens its own connection, as streams do against this server anyway; the health baseline does
+# the same, so the TTFT-vs-HTTP comparison stays like for like.
+#   NETBENCH=path/to/netbench OUT=benchmarks_out bash scripts/bench_slm.sh
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-model="$(bash "$HERE/ensure_slm.sh")"
-port="$("$REPO/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+PY="$REPO/.venv/bin/python"
+[ -x "$PY" ] || PY=python3
+
+paths="$(bash "$HERE/ensure_slm.sh")"
+server="$(sed -n 1p <<<"$paths")"
+model="$(sed -n 2p <<<"$paths")"
 log="$(mktemp)"
-"$REPO/.venv-slm/bin/python" -m llama_cpp.server --model "$model" --model_alias SmolLM2-135M-Instruct --interrupt_requests False --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
-server_pid=$!
-trap 'kill -TERM $server_pid 2>/dev/null; wait $server_pid 2>/dev/null || true; rm -f "$log"' EXIT
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-    curl -sf "$url/v1/models" >/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || { echo "bench-slm: llama.cpp server exited:" >&2; tail -20 "$log" >&2; exit 1; }
-    sleep 0.2
+server_pid=""
+stop_server() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid"
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -f "$log"
+}
+trap stop_server EXIT
+
+url=""
+for _ in 1 2 3; do
+    port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "$server" -m "$model" --alias SmolLM2-135M-Instruct --host 127.0.0.1 --port "$port" \
+        --parallel 4 --metrics -c 4096 >"$log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 1200); do
+        # /health answers 503 while the model loads, 200 once it serves
+        if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+            url="http://127.0.0.1:$port"
+            break 2
+        fi
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    # Another process may have taken the port between the probe and the bind: try another.
+    grep -q "couldn't bind" "$log" || break
 done
-curl -sf "$url/v1/models" >/dev/null || { echo "bench-slm: llama.cpp server did not answer" >&2; exit 1; }
-echo "bench-slm: llama.cpp server with SmolLM2-135M-Instruct at $url"
-REPORT_NAME=network_latency_bench_slm bash "$HERE/bench.sh" "$url"
+if [ -z "$url" ]; then
+    echo "bench-slm: llama-server did not start; its log:" >&2
+    tail -20 "$log" >&2
+    exit 1
+fi
+echo "bench-slm: llama-server ($server) with SmolLM2-135M-Instruct at $url"
+SWEEP_ARGS="--header=Connection:close ${SWEEP_ARGS:-}" REPORT_NAME=network_latency_bench_slm \
+    bash "$HERE/bench.sh" "$url"

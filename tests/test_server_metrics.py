@@ -1,5 +1,6 @@
 """server_metrics: parsing with prometheus_client, the before/after difference, bucket
-interpolation, "not available" with its reason, and the runner's scrape against real servers."""
+interpolation, llama.cpp's counters (on /metrics recorded from the real llama-server, and live),
+"not available" with its reason, and the runner's scrape against real servers."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from collections.abc import Iterator
 import pytest
 
 from netbench.runner import run
-from netbench.server_metrics import bucket_percentile, difference, metrics_url, parse, percentiles, scrape
+from netbench.server_metrics import (
+    bucket_percentile,
+    counter_summary,
+    difference,
+    metrics_url,
+    parse,
+    percentiles,
+    scrape,
+)
+from netbench.server_timing import from_llama_cpp
 from netbench.spec import RunSpec
+from tests import llama_cpp_samples
 from tests.synthetic_runs import exposition
 
 URL = "http://127.0.0.1:9/metrics"
@@ -72,6 +83,80 @@ def test_bodies_that_are_not_vllm_metrics_are_not_available(body, reason):
     diff = difference(parse(URL, body), parse(URL, body))
     assert diff["available"] is False
     assert reason in diff["reason"]
+
+
+# --- llama.cpp's counters ---------------------------------------------------------------------
+
+
+def test_llama_cpp_counters_and_gauges_are_read_by_their_exposition_names():
+    scraped = parse(URL, llama_cpp_samples.metrics("after"))
+    assert scraped.ok and not scraped.histograms
+    assert set(scraped.counters) == {
+        "llamacpp:prompt_tokens_total", "llamacpp:prompt_tokens_cached_total", "llamacpp:prompt_seconds_total",
+        "llamacpp:tokens_predicted_total", "llamacpp:tokens_predicted_seconds_total", "llamacpp:n_decode_total",
+        "llamacpp:spec_decode_num_draft_tokens_total", "llamacpp:spec_decode_num_accepted_tokens_total",
+        "llamacpp:spec_decode_num_drafts_total",
+    }  # fmt: skip
+    # n_tokens_max is declared a counter but is a maximum: kept as a value, never differenced
+    assert scraped.gauges["llamacpp:n_tokens_max"] == 45
+    assert scraped.gauges["llamacpp:requests_processing"] == 0
+    assert scraped.gauges["llamacpp:requests_deferred"] == 0
+
+
+def test_llama_cpp_difference_is_what_the_recorded_responses_say_the_server_did():
+    """Between the two recorded scrapes the server served exactly the recorded requests, one at a
+    time: its counters moved by the sums of their own `timings`."""
+    diff = difference(parse(URL, llama_cpp_samples.metrics("before")), parse(URL, llama_cpp_samples.metrics("after")))
+    assert diff["available"] is True and diff["histograms"] == {}
+    timings = [from_llama_cpp(llama_cpp_samples.final(name)) for name in llama_cpp_samples.NAMES]
+    counters = diff["counters"]
+    assert counters["llamacpp:tokens_predicted_total"] == sum(t.generated_tokens for t in timings)
+    assert counters["llamacpp:prompt_tokens_cached_total"] == sum(t.cached_tokens for t in timings)
+    assert counters["llamacpp:prompt_tokens_total"] == sum(t.prompt_tokens - t.cached_tokens for t in timings)
+    # each request's generation time, summed by the server in µs and printed in seconds
+    assert counters["llamacpp:tokens_predicted_seconds_total"] * 1e6 == pytest.approx(
+        sum(t.server_decode_us for t in timings), abs=len(timings)
+    )
+    assert diff["gauges"]["llamacpp:requests_processing"] == {"before": 0, "after": 0}
+    summary = counter_summary(diff, requests=len(timings))
+    assert summary["generated_tokens"] == counters["llamacpp:tokens_predicted_total"]
+    assert summary["generation_us_per_request"] == pytest.approx(sum(t.server_decode_us for t in timings) / len(timings), abs=1)
+    steps = sum(t.generated_tokens - 1 for t in timings)
+    assert summary["generation_us_per_step"] == pytest.approx(sum(t.server_decode_us for t in timings) / steps, abs=1)
+    assert summary["requests_processing_after"] == summary["requests_deferred_after"] == 0
+
+
+def test_llama_cpp_counters_that_go_backwards_are_a_restart():
+    after, before = (parse(URL, llama_cpp_samples.metrics(w)) for w in ("before", "after"))
+    diff = difference(before, after)
+    assert diff["available"] is False and "restart" in diff["reason"]
+
+
+def test_counter_summary_needs_llama_cpp_counters_that_counted_something():
+    vllm = difference(parse(URL, exposition({})), parse(URL, exposition({"time_to_first_token_seconds": [0.01]})))
+    assert counter_summary(vllm, requests=1) is None
+    assert counter_summary(None, requests=1) is None
+    assert counter_summary({"available": False, "reason": "x"}, requests=1) is None
+    idle = parse(URL, llama_cpp_samples.metrics("after"))
+    assert counter_summary(difference(idle, idle), requests=3) is None  # e.g. a health run
+
+
+def test_llama_cpp_counters_are_reported_where_vllm_histograms_are():
+    from netbench.analysis import server_side
+    from netbench.report.markdown import server_section
+    from netbench.report.table import server_side_lines
+    from tests.synthetic_runs import make_run
+
+    before, after = (parse(URL, llama_cpp_samples.metrics(w)) for w in ("before", "after"))
+    n = len(llama_cpp_samples.NAMES)
+    run = make_run("completions", 1, [250_000] * n, ttft_us=[20_000] * n, server_metrics=difference(before, after))
+    side = server_side(run)
+    assert side["counters"] == counter_summary(run.server_metrics, n) and "note" not in side
+    line = "llama.cpp counters: 32 prompt tokens evaluated (+124 from the cache) in 134.7 ms (4.21 ms/token)"
+    assert any(line in text for text in server_side_lines(run))
+    assert any(line in text for text in server_section([run]))
+    idle = make_run("health", 1, [300] * 4, server_metrics=difference(after, after))
+    assert server_side(idle)["note"].startswith("the server's counters counted no request")
 
 
 # --- bucket interpolation -------------------------------------------------------------------
@@ -175,9 +260,37 @@ def test_metrics_difference_counts_exactly_the_requests_netbench_sent(sim_url, t
     assert RunResult.load(tmp_path / "run.json").server_metrics == metrics
 
 
+def _prompt_tokens(base_url: str, prompt: str) -> int:
+    """The prompt's length in tokens, by the server's own tokenizer (/tokenize)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{base_url}/tokenize", data=json.dumps({"content": prompt}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return len(json.load(response)["tokens"])
+
+
 @pytest.mark.slm
-def test_the_llama_cpp_server_has_no_metrics(slm_server):
-    result = run(RunSpec(url=slm_server.openai_url, mode="completions", n=2, max_tokens=2, model=slm_server.model_id))
-    assert result.ok == 2
-    assert result.server_metrics["available"] is False
-    assert "HTTP 404" in result.server_metrics["reason"]
+@pytest.mark.integration
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_llama_cpp_counters_count_exactly_the_requests_netbench_sent(slm_server, concurrency):
+    # Connection: close, because llama-server closes each connection after a stream anyway
+    # (tests/test_slm.py says why): reusing it would race the server's FIN.
+    spec = RunSpec(url=slm_server.openai_url, mode="completions", concurrency=concurrency, n=8, warmup=2,
+                   max_tokens=6, model=slm_server.model_id, prompt="1, 2, 3, 4, 5,",
+                   headers=(("Connection", "close"),))  # fmt: skip
+    result = run(spec)
+    assert result.ok == 8, result.notes
+    metrics = result.server_metrics
+    assert metrics["available"] is True and metrics["warmup_included"] == 0, metrics
+    counters = metrics["counters"]
+    # every measured request's output tokens (the warm-up's are before the first scrape)
+    assert counters["llamacpp:tokens_predicted_total"] == round(result.tokens_per_request * result.ok)
+    # every prompt token of the 8 requests, evaluated or taken from the KV cache
+    evaluated = counters["llamacpp:prompt_tokens_total"] + counters["llamacpp:prompt_tokens_cached_total"]
+    assert evaluated == 8 * _prompt_tokens(slm_server.base_url, spec.prompt)
+    # nothing still running or waiting when the run's last response has arrived
+    assert metrics["gauges"]["llamacpp:requests_processing"]["after"] == 0
+    assert metrics["gauges"]["llamacpp:requests_deferred"]["after"] == 0
+    summary = counter_summary(metrics, result.ok)
+    assert summary["generation_us_per_step"] > 0 and summary["decode_calls"] >= summary["generated_tokens"] / concurrency

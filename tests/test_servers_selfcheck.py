@@ -330,14 +330,21 @@ def test_refused_url(refused_url: str) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT_S)
 
 
-# -- llama.cpp server ----------------------------------------------------------------
+# -- llama.cpp server (llama-server) ----------------------------------------------------
 
 
 @pytest.mark.slm
-def test_slm_streams_chat_completion(slm_server: SlmServer) -> None:
+def test_slm_serves_health_models_tokenize_metrics_and_a_chat_stream(slm_server: SlmServer) -> None:
+    assert os.access(slm_server.server_path, os.X_OK) and os.path.exists(slm_server.model_path)
     conn = http.client.HTTPConnection("127.0.0.1", slm_server.port, timeout=60)
+    conn.request("GET", "/health")
+    assert json.loads(conn.getresponse().read()) == {"status": "ok"}
     conn.request("GET", "/v1/models")
     assert json.loads(conn.getresponse().read())["data"][0]["id"] == slm_server.model_id
+    conn.request("POST", "/tokenize", body=json.dumps({"content": "1, 2, 3"}))
+    assert len(json.loads(conn.getresponse().read())["tokens"]) == 7  # "1" "," " " "2" "," " " "3"
+    conn.request("GET", "/metrics")  # --metrics
+    assert b"llamacpp:tokens_predicted_total" in conn.getresponse().read()
     body = json.dumps({"model": slm_server.model_id, "max_tokens": 8, "stream": True,
                        "messages": [{"role": "user", "content": "Say hello."}]})
     conn.request("POST", "/v1/chat/completions", body=body,
@@ -349,4 +356,4 @@ def test_slm_streams_chat_completion(slm_server: SlmServer) -> None:
     conn.close()
     assert payloads[-1] == "[DONE]"
     assert len(_tokens(payloads)) >= 1
-    assert os.path.exists(slm_server.model_path)
+    assert "timings" in json.loads(payloads[-2])  # llama.cpp's own timings on the last event

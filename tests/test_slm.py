@@ -1,8 +1,9 @@
-"""The real llama.cpp server with SmolLM2-135M-Instruct: completions and chat at concurrency 1
-and 4 all succeed, TTFT comes after TTFB, and netbench's token counts are what the server
-streamed. The streams are counted a second time, independently: netbench talks to the server
-through a TCP relay that keeps every byte the server sent, and the test decodes those bytes
-itself (HTTP/1.1 framing, SSE, JSON), without netbench's parser.
+"""llama.cpp's own server (llama-server) with SmolLM2-135M-Instruct: completions and chat at
+concurrency 1 and 4 all succeed, TTFT comes after TTFB and after the server's own prompt time,
+netbench's token counts are what the server streamed and what its usage and `timings` say, and
+the server's /metrics counters moved by exactly that. The streams are counted a second time,
+independently: netbench talks to the server through a TCP relay that keeps every byte the server
+sent, and the test decodes those bytes itself (tests/http_bytes.py), without netbench's parser.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import asyncio
 import csv
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from netbench.server_timing import from_llama_cpp
 from tests.cli import netbench
+from tests.http_bytes import responses, sse_events
+from tests.llama_cpp_samples import carries_token
 from tests.servers.ports import LOOPBACK
 from tests.servers.slm import SlmServer
 
@@ -24,8 +29,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slm]
 
 N = 8
 MAX_TOKENS = 16
-# A count to continue: the model rarely ends it early, so streams are long enough to have gaps.
-PROMPT = "1, 2, 3, 4, 5,"
+# Prompts the model does not finish within MAX_TOKENS, so every stream runs to the limit (one event
+# per output token: a stream that ends on EOS counts the EOS token in usage but sends no text).
+PROMPTS = {"completions": "1, 2, 3, 4, 5,", "chat": "Write a long story about a lighthouse keeper."}
+# llama-server closes the connection after each stream (see the test below): ask for that.
+CONNECTION_CLOSE = "Connection: close"
 
 
 class Tap:
@@ -104,72 +112,46 @@ def tap(slm_server: SlmServer) -> Iterator[Tap]:
         relay.stop()
 
 
-def responses(data: bytes) -> Iterator[tuple[dict[str, str], bytes]]:
-    """The (headers, body) of each HTTP/1.1 response in a connection's bytes."""
-    pos = 0
-    while pos < len(data):
-        end = data.index(b"\r\n\r\n", pos)
-        lines = data[pos:end].decode("latin-1").split("\r\n")[1:]
-        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        pos = end + 4
-        body = bytearray()
-        if headers.get("transfer-encoding") == "chunked":
-            while True:
-                line_end = data.index(b"\r\n", pos)
-                size = int(data[pos:line_end].split(b";")[0], 16)
-                pos = line_end + 2
-                if size == 0:
-                    pos = data.index(b"\r\n", pos) + 2  # the empty trailer
-                    break
-                body += data[pos : pos + size]
-                pos += size + 2
-        else:
-            size = int(headers.get("content-length", "0"))
-            body += data[pos : pos + size]
-            pos += size
-        yield headers, bytes(body)
-
-
-def sse_events(body: bytes) -> list[bytes]:
-    events = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = [line[len(b"data:") :].strip() for line in block.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            events.append(b"\n".join(data))
-    return events
-
-
-def carries_token(event: bytes) -> bool:
-    if event == b"[DONE]":
-        return False
-    choices = json.loads(event)["choices"]
-    return any(c.get("text") or (c.get("delta") or {}).get("content") for c in choices)
-
-
-def streams(tap: Tap) -> list[list[bytes]]:
-    """The SSE events of every streamed response the server sent through the tap."""
+def streams(tap: Tap) -> list[list[dict]]:
+    """The decoded SSE events ([DONE] left out) of every streamed response the server sent
+    through the tap, in the order the connections were accepted."""
     found = []
     for received in tap.received:
         for headers, body in responses(bytes(received)):
             if headers.get("content-type", "").startswith("text/event-stream"):
-                found.append(sse_events(body))
+                events = sse_events(body)
+                assert events[-1] == b"[DONE]"
+                found.append([json.loads(event) for event in events[:-1]])
     return found
+
+
+def scrape_counters(base_url: str) -> dict[str, float]:
+    """llama.cpp's /metrics counters, read with a plain HTTP client and a plain line split."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in
+            (line.split() for line in text.splitlines() if line.startswith("llamacpp:"))}  # fmt: skip
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 @pytest.mark.parametrize("mode", ["completions", "chat"])
-def test_llama_cpp_streams_measured_and_counted(tap: Tap, tmp_path: Path, mode: str, concurrency: int) -> None:
+def test_llama_server_streams_measured_and_counted(
+    slm_server: SlmServer, tap: Tap, tmp_path: Path, mode: str, concurrency: int
+) -> None:
     tap.received.clear()
+    before = scrape_counters(slm_server.base_url)
     raw = tmp_path / "raw.csv"
     result = netbench(
         "run", "--url", f"{tap.url}/v1", "--mode", mode, "--concurrency", str(concurrency), "--n", str(N),
-        "--max-tokens", str(MAX_TOKENS), "--prompt", PROMPT, "--json", "--no-progress", "--raw", str(raw),
+        "--max-tokens", str(MAX_TOKENS), "--prompt", PROMPTS[mode], "--json", "--no-progress", "--raw", str(raw),
+        "--header", CONNECTION_CLOSE,
     )  # fmt: skip
+    after = scrape_counters(slm_server.base_url)
     assert result.code == 0, result.stdout + result.stderr
     summary = result.json()
     assert (summary["requests"], summary["ok"], summary["failed"]) == (N, N, 0)
     with open(raw, newline="") as handle:
-        records = list(csv.DictReader(handle))
+        records = sorted(csv.DictReader(handle), key=lambda r: int(r["start_us"]))
     assert len(records) == N and {r["outcome"] for r in records} == {"ok"}
     for r in records:  # the server sends its headers first, then prefills: TTFT after TTFB, always
         assert 0 < int(r["starttransfer_mark_us"]) < int(r["first_token_mark_us"]) <= int(r["total_mark_us"])
@@ -177,20 +159,61 @@ def test_llama_cpp_streams_measured_and_counted(tap: Tap, tmp_path: Path, mode: 
 
     server_streams = streams(tap)
     assert len(server_streams) == N
-    assert all(events[-1] == b"[DONE]" for events in server_streams)
     if mode == "chat":
         # llama.cpp opens each chat stream with a role-only chunk: no token, so not counted.
         for events in server_streams:
-            first = json.loads(events[0])["choices"][0]["delta"]
-            assert first.get("role") == "assistant" and not first.get("content")
+            assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    finals = [from_llama_cpp(events[-1]) for events in server_streams]
+    assert all(t is not None for t in finals), "the last event of every stream carries `timings`"
+    for events, timings in zip(server_streams, finals):
+        # the prompts make the model run to max_tokens: every output token is one event
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
+        assert sum(carries_token(e) for e in events) == timings.generated_tokens == MAX_TOKENS
+        usage = events[-1].get("usage")
+        if usage is not None:  # completions always; chat only with stream_options.include_usage
+            assert usage["completion_tokens"] == timings.generated_tokens
+            assert usage["prompt_tokens"] == timings.prompt_tokens
     # Each stream's tokens as the server sent them, and as netbench counted them.
-    sent = sorted(sum(carries_token(event) for event in events) for events in server_streams)
-    counted = sorted(int(r["tokens"]) for r in records)
-    assert sent == counted
-    assert all(1 <= tokens <= MAX_TOKENS for tokens in counted)
-    assert summary["tokens_per_request"] == pytest.approx(sum(counted) / N)
+    assert sorted(int(r["tokens"]) for r in records) == sorted(t.generated_tokens for t in finals)
+    assert summary["tokens_per_request"] == pytest.approx(MAX_TOKENS)
     # One inter-token gap per token after the first, per stream.
-    assert summary["phases"]["itl"]["count"] == sum(counted) - N
+    assert summary["phases"]["itl"]["count"] == (MAX_TOKENS - 1) * N
+    # The server's counters moved by exactly what its responses say it did, and nothing is left over.
+    delta = {name: after[name] - before.get(name, 0.0) for name in after}
+    assert delta["llamacpp:tokens_predicted_total"] == N * MAX_TOKENS
+    assert delta["llamacpp:prompt_tokens_total"] == sum(t.prompt_tokens - t.cached_tokens for t in finals)
+    assert delta["llamacpp:prompt_tokens_cached_total"] == sum(t.cached_tokens for t in finals)
+    assert after["llamacpp:requests_processing"] == after["llamacpp:requests_deferred"] == 0
+    if concurrency == 1:
+        # One request at a time: the n-th connection is the n-th request. The client waits for
+        # the first token longer than the server spent on the prompt (queue, HTTP, network).
+        for r, timings in zip(records, finals):
+            assert int(r["first_token_mark_us"]) > timings.server_prompt_us
+
+
+def test_llama_server_closes_the_connection_after_a_stream(slm_server: SlmServer) -> None:
+    """Why the tests send `Connection: close`: llama-server advertises `Keep-Alive` on a stream
+    and then closes the connection right after its last chunk (its chunked content provider
+    returns false after sink.done(), which cpp-httplib takes as a cancel). A client that reuses
+    the connection races that FIN; libcurl then re-sends the request on a new connection, which
+    netbench counts as a reset. Short responses (/health) do keep the connection open."""
+    import http.client
+
+    conn = http.client.HTTPConnection(LOOPBACK, slm_server.port, timeout=60)
+    conn.request("GET", "/health")
+    conn.getresponse().read()
+    first_socket = conn.sock
+    conn.request("GET", "/health")
+    assert conn.getresponse().read() and conn.sock is first_socket  # a short response keeps it open
+    body = json.dumps({"prompt": PROMPTS["completions"], "max_tokens": 2, "stream": True})
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert "timeout=" in (response.getheader("Keep-Alive") or "")  # it says it keeps the connection
+    response.read()
+    assert conn.sock is not None
+    conn.sock.settimeout(10)
+    assert conn.sock.recv(1) == b""  # and yet the server has closed it
+    conn.close()
 
 
 def test_the_tap_decodes_what_the_server_sends(tap: Tap) -> None:
@@ -202,7 +225,7 @@ def test_the_tap_decodes_what_the_server_sends(tap: Tap) -> None:
     conn = http.client.HTTPConnection(LOOPBACK, tap.port, timeout=60)
     conn.request("GET", "/v1/models")
     listing = conn.getresponse().read()
-    body = json.dumps({"prompt": PROMPT, "max_tokens": 4, "stream": True})
+    body = json.dumps({"prompt": PROMPTS["completions"], "max_tokens": 4, "stream": True})
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
     streamed = conn.getresponse().read()  # http.client de-chunks it
     conn.close()

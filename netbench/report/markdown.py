@@ -24,6 +24,7 @@ from netbench.analysis import (
     ttft_vs_http,
 )
 from netbench.phases import PHASES
+from netbench.report.server_counters import counters_line
 from netbench.report.units import ms, ms_signed
 from netbench.results import RunResult
 from netbench.summary import SEED_KEYS, applies, wall_seconds
@@ -130,6 +131,8 @@ def server_section(results: Sequence[RunResult]) -> list[str]:
             continue
         if "note" in side:
             said.setdefault(str(side["note"]), []).append(_label(result))
+        if isinstance(side.get("counters"), dict):
+            said.setdefault(counters_line(side["counters"]), []).append(_label(result))
         for key in ("ttft", "e2e", "queue"):
             entry = side.get(key)
             if not isinstance(entry, dict):

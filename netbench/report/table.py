@@ -8,6 +8,7 @@ from rich.table import Table
 from netbench.analysis import server_side
 from netbench.phases import PHASE_BY_NAME, PHASES, Phase
 from netbench.report.hosts import print_hosts
+from netbench.report.server_counters import counters_line
 from netbench.report.units import ms, ms_signed
 from netbench.results import RunResult
 from netbench.load_check import client_bound_reasons, offered_load
@@ -98,6 +99,8 @@ def server_side_lines(result: RunResult) -> list[str]:
             line += f"; client p50 {ms(entry['client_p50_us'])} p95 {ms(entry['client_p95_us'])} mean {ms(entry['client_mean_us'])} ms"
             line += f"; client - server (mean) {ms_signed(entry['gap_mean_us'])} ms"
         lines.append(line)
+    if isinstance(side.get("counters"), dict):
+        lines.append(f"  {counters_line(side['counters'])}")
     if "note" in side:
         lines.append(f"  {side['note']}")
     return lines
