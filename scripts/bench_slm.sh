@@ -4,11 +4,9 @@
 # slots (--parallel 4: continuous batching; concurrency 8 queues) and Prometheus /metrics, runs
 # scripts/bench.sh (health and streaming completions at concurrency 1, 4 and 8), and stops it,
 # also when the sweep fails.
-# Every request asks for `Connection: close`: llama-server closes the connection after each
-# streamed response although it advertises Keep-Alive, and a client that reuses the connection
-# races that close (libcurl re-sends the request; netbench counts a reset). So every request
-# opens its own connection, as streams do against this server anyway; the health baseline does
-# the same, so the TTFT-vs-HTTP comparison stays like for like.
+# llama-server closes the connection after each streamed response although it advertises
+# Keep-Alive: every stream pays a new connection, and the report says so (netbench tells these
+# closes from resets); the health baseline keeps its connection, as any client's would.
 #   NETBENCH=path/to/netbench OUT=benchmarks_out bash scripts/bench_slm.sh
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -56,5 +54,5 @@ if [ -z "$url" ]; then
     exit 1
 fi
 echo "bench-slm: llama-server ($server) with SmolLM2-135M-Instruct at $url"
-SWEEP_ARGS="--header=Connection:close ${SWEEP_ARGS:-}" REPORT_NAME=network_latency_bench_slm \
+REPORT_NAME=network_latency_bench_slm \
     bash "$HERE/bench.sh" "$url"
