@@ -2,9 +2,10 @@
 
 A `Transfer` is one in-flight slot: a reusable easy handle (so its connection is kept alive)
 plus the marks of the request it is performing. Callback marks are taken with
-`time.monotonic_ns()` and anchored at the moment the handle is added to the multi, so they
-share one µs axis with libcurl's cumulative ``*_TIME_T`` marks (docs/architecture.md, "Clocks
-and marks"). Whatever a server sends, one request fails at worst: never the worker.
+`time.monotonic_ns()` and anchored where libcurl's clock for the transfer started (found from
+the first status line, which reaches the header callback as libcurl stamps STARTTRANSFER), so
+they share one µs axis with libcurl's cumulative ``*_TIME_T`` marks (docs/architecture.md,
+"Clocks and marks"). Whatever a server sends, one request fails at worst: never the worker.
 """
 
 from __future__ import annotations
@@ -272,9 +273,9 @@ class Transfer:
     """One reusable in-flight slot and the marks of its current request."""
 
     __slots__ = (
-        "handle", "streaming", "parser", "anchor_ns", "intended_start_us", "start_us", "measured",
+        "handle", "streaming", "parser", "anchor_ns", "origin_ns", "intended_start_us", "measured",
         "first_byte_ns", "first_event_ns", "first_token_ns", "first_content_ns", "last_token_ns", "done_ns",
-        "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
+        "first_status_ns", "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
         "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
         "malformed", "stream_error", "chunks", "attempts", "unreceived_attempts", "tcp_before", "ended_at_done",
         "_backlog", "_on_done_seen", "_connections",
@@ -302,17 +303,19 @@ class Transfer:
         self.chunks: list[tuple[int, bytes]] = []
         self._backlog = backlog
         self._on_done_seen = on_done_seen
-        #: (arrival mark µs, tokens carried, server stamp ns) of every token-carrying event
+        #: (arrival ns, tokens carried, server stamp ns) of every token-carrying event
         self.events: list[tuple[int, int, int]] = []
         self.headers: list[bytes] = []
         self.begin(0, 0, measured=False)
 
-    def begin(self, intended_start_us: int, start_us: int, measured: bool) -> None:
+    def begin(self, intended_start_us: int, origin_ns: int, measured: bool) -> None:
+        """Ready the slot for its next request; `origin_ns` is the run's start (the axis of
+        the schedule). The anchor is set when libcurl starts the transfer's clock (`anchor`)."""
         self.intended_start_us = intended_start_us
-        self.start_us = start_us
+        self.origin_ns = origin_ns
         self.measured = measured
         self.first_byte_ns = self.first_event_ns = self.first_token_ns = self.first_content_ns = -1
-        self.last_token_ns = self.done_ns = self.final_status_ns = -1
+        self.last_token_ns = self.done_ns = self.first_status_ns = self.final_status_ns = -1
         self.attempts = self.unreceived_attempts = 0
         self.tcp_before: TcpSample | None = None
         self.interim_seen = self.error_status = self.ended_at_done = False
@@ -325,7 +328,21 @@ class Transfer:
             self.parser = SSEParser()
             self.chunks = []
             self.events = []
-        self.anchor_ns = monotonic_ns()
+        self.anchor_ns = -1
+
+    def anchor(self, now_ns: int) -> None:
+        """libcurl starts a transfer's clock, from which its *_TIME_T marks count, when its first
+        perform after add_handle reaches the transfer, not at add_handle. This is the perform's
+        start, a bound: `finish` sets the anchor exactly where the response allows it."""
+        self.anchor_ns = now_ns
+
+    def _align_anchor(self, starttransfer_us: int) -> None:
+        """Put the anchor where libcurl's clock started: the first status line reached the header
+        callback right after libcurl stamped STARTTRANSFER (µs apart), so the anchor is that
+        instant minus STARTTRANSFER. Within one perform libcurl serves the other transfers' data
+        first: a new transfer's clock can start tens of µs after the perform began."""
+        if self.first_status_ns >= 0 and starttransfer_us >= 0:
+            self.anchor_ns = self.first_status_ns - starttransfer_us * 1000
 
     # The callbacks run for every header line and body chunk, inside libcurl: keep them small.
     def _on_prereq(self, primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
@@ -339,6 +356,8 @@ class Transfer:
             self.headers.append(line)
             return
         # A status line: the first of each response (interim 1xx ones included).
+        if self.first_status_ns < 0:
+            self.first_status_ns = monotonic_ns()
         parts = line.split(None, 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
         if 100 <= status < 200:
@@ -397,7 +416,7 @@ class Transfer:
                     self.first_content_ns = now_ns
                 self.last_token_ns = now_ns
                 self.event_tokens += carried
-                self.events.append(((now_ns - self.anchor_ns) // 1000, carried, event.sent_ns))
+                self.events.append((now_ns, carried, event.sent_ns))
             elif kind is EventKind.DONE:
                 if self.done_ns < 0:
                     self.done_ns = now_ns
@@ -417,11 +436,13 @@ class Transfer:
         return self.done_ns >= 0 and not self.malformed and not self.stream_error
 
     def finish(self, curl_error: int, worker: int) -> tuple[Record, list[tuple[int, int, int]], Outcome]:
-        """The request's record, its token events, and how it ended."""
+        """The request's record, its token events (arrival mark µs, tokens, server stamp), and
+        how it ended."""
         info = self.handle.getinfo
         status = info(pycurl.RESPONSE_CODE)
         new_connection = info(pycurl.NUM_CONNECTS) > 0
         marks = {name: info(code) if code is not None else -1 for name, code in _MARK_INFOS}
+        self._align_anchor(marks["starttransfer_mark_us"])
         local_port = info(pycurl.LOCAL_PORT)
         after = self._connections.complete(self.handle)
         if self.ended_at_done or (curl_error and self.streaming and status == 200 and self.stream_complete):
@@ -439,7 +460,7 @@ class Transfer:
         record = Record(
             transfer_start_ns=self.anchor_ns,
             intended_start_us=self.intended_start_us,
-            start_us=self.start_us,
+            start_us=(self.anchor_ns - self.origin_ns) // 1000,
             **marks,
             final_status_mark_us=self._mark_us(self.final_status_ns),
             first_byte_mark_us=self._mark_us(self.first_byte_ns),
@@ -467,7 +488,9 @@ class Transfer:
             local_port=local_port,
             worker=worker,
         )
-        return record, self.events, outcome
+        anchor_ns = self.anchor_ns
+        events = [((arrival_ns - anchor_ns) // 1000, carried, sent_ns) for arrival_ns, carried, sent_ns in self.events]
+        return record, events, outcome
 
     def close(self) -> None:
         self.handle.close()
@@ -487,6 +510,8 @@ class MultiDriver:
         self.transfers = [Transfer(spec, request, self._backlog, self._done_seen, self._connections) for _ in range(slots)]
         self.idle = list(self.transfers)
         self._active: set[Transfer] = set()
+        #: added to the multi, not yet performed: libcurl has not started their clocks
+        self._unanchored: list[Transfer] = []
         self._by_handle = {t.handle: t for t in self.transfers}
         #: why requests failed (or what they survived), one report line per kind, from its first occurrence
         self.failure_notes: dict[str, str] = {}
@@ -498,10 +523,11 @@ class MultiDriver:
     def active(self) -> int:
         return len(self._active)
 
-    def start(self, intended_start_us: int, start_us: int, measured: bool) -> None:
+    def start(self, intended_start_us: int, origin_ns: int, measured: bool) -> None:
         transfer = self.idle.pop()
-        transfer.begin(intended_start_us, start_us, measured)
+        transfer.begin(intended_start_us, origin_ns, measured)
         self._active.add(transfer)
+        self._unanchored.append(transfer)
         self.multi.add_handle(transfer.handle)
 
     def _done_seen(self, transfer: Transfer) -> None:
@@ -544,6 +570,11 @@ class MultiDriver:
         return len(due)
 
     def _perform(self, on_done: Callable[[Transfer, Record, list, Outcome], None]) -> int:
+        if self._unanchored:
+            now_ns = monotonic_ns()
+            for transfer in self._unanchored:
+                transfer.anchor(now_ns)
+            self._unanchored.clear()
         while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
         finished = 0
@@ -600,6 +631,7 @@ class MultiDriver:
 
     def abort_all(self) -> None:
         """Stop every in-flight transfer without recording it (interrupted runs)."""
+        self._unanchored.clear()
         for transfer in list(self._active):
             self.multi.remove_handle(transfer.handle)
             self._active.discard(transfer)

@@ -190,8 +190,9 @@ def _drive(
             intended_us = schedule.take(now_us)
             if intended_us is None:
                 break
-            # The actual start is read per start: a burst of starts takes time, and it is lag.
-            driver.start(intended_us, (monotonic_ns() - origin_ns) // 1000, measured)
+            # The actual start is when libcurl starts the transfer (the driver's next perform): a
+            # burst of starts takes time, and it is lag.
+            driver.start(intended_us, origin_ns, measured)
         wait_us = schedule.wait_us(now_us)
         if wait_us is None and driver.active == 0:
             return False

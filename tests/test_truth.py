@@ -1,0 +1,290 @@
+"""Truth tests: what netbench measured, request by request, against what the server logged it did.
+
+The truth server (tests/servers/truth.py) stamps every write with time.monotonic_ns(), the clock
+netbench's `transfer_start_ns` anchors every mark to, so both sides lie on one axis. Each record
+is joined to the server's log by the client's local port (the server's peer port) and time.
+Bounds, on loopback: a client instant never precedes the server's `before_ns` of the write it
+reports (no byte can arrive earlier: an anchor or offset error shows here first), 95 % of them
+follow it within 2 ms and all within 20 ms (a shared 2-core machine deschedules a process now
+and then; a systematic error moves them all); ITL gaps match the server's within 0.5 ms at the
+median. Token counts, event counts and failure classes must be exact.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netbench.outcomes import Outcome
+from netbench.phases import derive, select
+from netbench.results import RunResult
+from tests.cli import netbench
+from tests.servers.truth import RequestLog, TruthServer
+
+pytestmark = pytest.mark.integration
+
+#: 95 % of client instants are at most this late after the server's write began, and all within
+#: GROSS_BOUND_NS (loopback, a busy box)
+LATE_BOUND_NS = 2_000_000
+GROSS_BOUND_NS = 20_000_000
+#: the median |client gap - server gap| of consecutive token events
+ITL_P50_BOUND_NS = 500_000
+TOKEN_KINDS = ("token", "content", "reasoning", "tool_call")
+
+
+@dataclass(frozen=True)
+class Joined:
+    record: np.void
+    events: np.ndarray
+    log: RequestLog
+
+    def client_ns(self, mark_us: int) -> int:
+        return int(self.record["transfer_start_ns"]) + int(mark_us) * 1000
+
+    @property
+    def server_token_events(self):
+        return [e for e in self.log.events if e.kind in TOKEN_KINDS and e.tokens > 0]
+
+
+def measure(url: str, mode: str, tmp_path: Path, *args: str, n: int = 8, concurrency: int = 1) -> tuple[RunResult, int]:
+    run_file = tmp_path / f"{mode}-c{concurrency}.json"
+    result = netbench(
+        "run", "--url", url, "--mode", mode, "--n", str(n), "--concurrency", str(concurrency),
+        "--max-tokens", "64", "--timeout", "20", "--no-progress", "-o", str(run_file), *args,
+    )  # fmt: skip
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return RunResult.load(run_file), result.code
+
+
+def join(run: RunResult, logs: list[RequestLog]) -> list[Joined]:
+    """Each measured record with the server's log of the same request (warm-up requests and
+    the model probe have logs but no records)."""
+    owner = np.repeat(np.arange(len(run.records)), run.records["events_kept"])
+    joined = []
+    for index, record in enumerate(run.records):
+        # the server read the request's first byte after the transfer began and before any
+        # response byte reached the client
+        start = int(record["transfer_start_ns"]) - LATE_BOUND_NS
+        end = int(record["transfer_start_ns"]) + max(int(record["starttransfer_mark_us"]), 0) * 1000
+        matches = [
+            log for log in logs
+            if log.peer_port == record["local_port"] and log.first_byte_ns is not None and start <= log.first_byte_ns <= end
+        ]  # fmt: skip
+        assert len(matches) == 1, (index, record["local_port"], [m.request_id for m in matches])
+        joined.append(Joined(record, run.events[owner == index], matches[0]))
+    return joined
+
+
+class Lateness:
+    """How much later than the server's write began the client saw each instant."""
+
+    def __init__(self) -> None:
+        self.late_ns: list[int] = []
+
+    def add(self, client_ns: int, server_before_ns: int, what: str) -> None:
+        late = client_ns - server_before_ns
+        assert 0 <= late <= GROSS_BOUND_NS, f"{what}: client {late / 1e6:+.3f} ms after the server's write began"
+        self.late_ns.append(late)
+
+    def check(self) -> None:
+        assert self.late_ns and np.percentile(self.late_ns, 95) <= LATE_BOUND_NS, np.percentile(self.late_ns, 95)
+
+
+def assert_stream_truth(joined: list[Joined]) -> None:
+    """TTFB, TTFT, every token event's arrival, the token and event counts, and e2e, per request."""
+    late = Lateness()
+    for j in joined:
+        r, log = j.record, j.log
+        assert r["error_class"] == Outcome.OK, (Outcome(int(r["error_class"])), log.shape)
+        first_byte_mark = r["final_status_mark_us"] if r["final_status_mark_us"] >= 0 else r["starttransfer_mark_us"]
+        late.add(j.client_ns(first_byte_mark), log.head.before_ns, "ttfb")
+        server_events = j.server_token_events
+        assert r["events"] == len(server_events) == len(j.events)
+        assert r["tokens"] == sum(e.tokens for e in server_events)
+        late.add(j.client_ns(r["first_token_mark_us"]), server_events[0].parts[-1].before_ns, "ttft")
+        for client, server in zip(j.events["mark_us"], server_events):
+            # an event split across writes has arrived when its last part has
+            late.add(j.client_ns(client), server.parts[-1].before_ns, "token event")
+        done = next(e for e in log.events if e.kind == "done").parts[-1]
+        late.add(j.client_ns(r["done_mark_us"]), done.before_ns, "[DONE]")
+        if log.complete_ns is not None:  # the end of the body is written right after [DONE]
+            late.add(j.client_ns(r["total_mark_us"]), done.before_ns, "e2e")
+    late.check()
+
+
+def server_itl_ns(j: Joined) -> list[float]:
+    """The server's per-token gaps: an event of k tokens after a gap g is k tokens of g / k."""
+    events = j.server_token_events
+    return [
+        (later.parts[-1].before_ns - earlier.parts[-1].before_ns) / later.tokens
+        for earlier, later in zip(events, events[1:]) for _ in range(later.tokens)
+    ]  # fmt: skip
+
+
+def assert_itl_truth(run: RunResult, joined: list[Joined]) -> None:
+    """Every gap, event by event, and netbench's per-token ITL against the server's."""
+    differences = []
+    for j in joined:
+        server = [e.parts[-1].before_ns for e in j.server_token_events]
+        client = [j.client_ns(mark) for mark in j.events["mark_us"]]
+        differences += [abs((c2 - c1) - (s2 - s1)) for c1, c2, s1, s2 in zip(client, client[1:], server, server[1:])]
+    assert differences and statistics.median(differences) <= ITL_P50_BOUND_NS, statistics.median(differences)
+    ok, events = select(run.records, run.events, run.records["error_class"] == Outcome.OK)
+    measured = np.sort(derive(ok, events).values_us["itl"]) * 1000
+    truth = np.sort(np.array([g for j in joined for g in server_itl_ns(j)]))
+    assert measured.size == truth.size
+    assert abs(np.median(measured) - np.median(truth)) <= ITL_P50_BOUND_NS
+    stats = run.stats("itl")
+    assert stats is not None and stats.count == truth.size
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+def test_content_streams(truth_server: TruthServer, tmp_path: Path, mode: str, concurrency: int) -> None:
+    run, code = measure(truth_server.openai_url("content", n=12), mode, tmp_path, n=16, concurrency=concurrency)
+    assert code == 0
+    joined = join(run, truth_server.log(wait_for=17))
+    assert_stream_truth(joined)
+    assert_itl_truth(run, joined)
+    for j in joined:
+        # vLLM's role chunk is no token: the first content event is the first token
+        assert j.record["first_content_mark_us"] == j.record["first_token_mark_us"]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_several_tokens_per_event_are_counted_and_timed_per_token(truth_server: TruthServer, tmp_path: Path, concurrency: int) -> None:
+    url = truth_server.openai_url("multi", n=20, pattern=(1, 3, 2, 4))
+    run, code = measure(url, "chat", tmp_path, n=16, concurrency=concurrency)
+    assert code == 0
+    joined = join(run, truth_server.log(wait_for=17))
+    assert_stream_truth(joined)
+    assert_itl_truth(run, joined)
+    for j in joined:
+        assert j.record["tokens"] == 20 and j.record["events"] == len(j.server_token_events) < 20
+        assert j.events["tokens"].tolist() == [e.tokens for e in j.server_token_events]
+    assert run.counters["tokens"] == 16 * 20 and run.counters["usage_mismatch"] == 0
+
+
+def test_without_usage_the_events_are_all_netbench_can_count(truth_server: TruthServer, tmp_path: Path) -> None:
+    run, code = measure(truth_server.openai_url("multi", n=20, pattern=(1, 3), usage="none"), "completions", tmp_path)
+    assert code == 0
+    for j in join(run, truth_server.log(wait_for=9)):
+        assert j.record["usage_completion_tokens"] == -1
+        assert j.record["tokens"] == j.record["events"] == len(j.server_token_events)
+
+
+def test_usage_off_asks_for_none(truth_server: TruthServer, tmp_path: Path) -> None:
+    run, code = measure(truth_server.openai_url("content"), "chat", tmp_path, "--no-stream-usage", n=2)
+    assert code == 0
+    logs = [log for log in truth_server.log(wait_for=3) if isinstance(log.body, dict) and "messages" in log.body]
+    assert logs and all("stream_options" not in log.body for log in logs)
+    assert all(log.body.get("stream_options") is None for log in logs)
+
+
+@pytest.mark.parametrize("shape", ["reasoning_content", "reasoning", "tool_calls"])
+def test_reasoning_and_tool_call_tokens_are_tokens(truth_server: TruthServer, tmp_path: Path, shape: str) -> None:
+    params = {} if shape == "tool_calls" else {"reasoning_tokens": 4}
+    run, code = measure(truth_server.openai_url(shape, n=10, **params), "chat", tmp_path)
+    assert code == 0
+    joined = join(run, truth_server.log(wait_for=9))
+    assert_stream_truth(joined)
+    late = Lateness()
+    for j in joined:
+        content = [e for e in j.server_token_events if e.kind == "content"]
+        if shape == "tool_calls":
+            assert not content and j.record["first_content_mark_us"] == -1
+        else:
+            late.add(j.client_ns(j.record["first_content_mark_us"]), content[0].before_ns, "ttft_content")
+            assert j.record["first_content_mark_us"] > j.record["first_token_mark_us"]
+    if shape != "tool_calls":
+        late.check()
+    if shape != "tool_calls":
+        ttft, ttft_content = run.stats("ttft"), run.stats("ttft_content")
+        assert ttft is not None and ttft_content is not None and ttft_content.p50_us > ttft.p50_us
+
+
+@pytest.mark.parametrize("shape", ["bom", "split", "keep-open", "interim-100", "interim-103"])
+def test_stream_shapes_are_measured_truly(truth_server: TruthServer, tmp_path: Path, shape: str) -> None:
+    run, code = measure(truth_server.openai_url(shape, n=6, head_ms=3), "completions", tmp_path, n=4)
+    assert code == 0, run.notes
+    joined = join(run, truth_server.log(wait_for=5 if shape != "keep-open" else 0))
+    assert_stream_truth(joined)
+    assert_itl_truth(run, joined)
+    if shape.startswith("interim"):
+        late = Lateness()
+        for j in joined:
+            # STARTTRANSFER is the 1xx's first byte; TTFB is the final response's
+            late.add(j.client_ns(j.record["starttransfer_mark_us"]), j.log.interim[-1].before_ns, "1xx")
+            assert j.record["final_status_mark_us"] > j.record["starttransfer_mark_us"]
+        late.check()
+    if shape == "keep-open":
+        # complete at [DONE]: no timeout, e2e the arrival of [DONE], and the note says what happened
+        assert run.counters["ended_at_done"] == 4 and all(j.log.complete_ns is None for j in joined)
+        assert all(j.record["total_mark_us"] == j.record["done_mark_us"] for j in joined)
+        assert any("held responses open after [DONE]" in note for note in run.notes)
+
+
+@pytest.mark.parametrize(("idle_ms", "load"), [
+    (0, ()),  # the server closes right after each response, as llama.cpp's server does: a race with the next send
+    (20, ("--rate", "10", "--arrival", "constant")),  # requests 100 ms apart find their connection closed
+])  # fmt: skip
+def test_an_idle_close_is_no_reset(truth_server: TruthServer, tmp_path: Path, idle_ms: int, load: tuple[str, ...]) -> None:
+    run, code = measure(truth_server.openai_url("idle-close", n=4, idle_ms=idle_ms), "completions", tmp_path, *load, n=6)
+    assert code == 0, run.notes
+    logs = truth_server.log(wait_for=7)
+    joined = join(run, logs)
+    assert_stream_truth(joined)
+    # each request went on a new connection, and the server answered each measured request once
+    assert run.counters["connections_new"] == 6 and not run.failures
+    assert len({j.log.peer_port for j in joined}) == 6
+    completions = [log for log in logs if log.route.endswith("completions")]
+    assert sum(1 for log in completions if log.status == 200) == 6
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("error", "EngineCore encountered an issue"),
+        ("error-object", "EngineCore encountered an issue"),
+        ("error-event", "EngineCore encountered an issue"),
+    ],
+)
+def test_an_error_inside_a_200_stream_fails_that_request(truth_server: TruthServer, tmp_path: Path, shape: str, message: str) -> None:
+    run, code = measure(truth_server.openai_url(shape, every=3, n=6), "chat", tmp_path, n=6)
+    assert code == 1
+    assert run.failures == {"stream_error": 2} and run.ok == 4
+    assert any(note.startswith("stream_error:") and message in note for note in run.notes), run.notes
+    joined = join(run, truth_server.log(wait_for=7))
+    assert_stream_truth([j for j in joined if j.record["error_class"] == Outcome.OK])
+    # the failed ones stay out of the histograms, although [DONE] followed their error
+    ttft = run.stats("ttft")
+    assert ttft is not None and ttft.count == 4
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["malformed-choices", "malformed-usage-str", "malformed-usage-big", "malformed-deep-list", "malformed-deep-dict",
+     "malformed-json", "malformed-array", "malformed-number", "malformed-huge"],
+)  # fmt: skip
+def test_a_malformed_event_fails_only_its_own_request(truth_server: TruthServer, tmp_path: Path, shape: str) -> None:
+    params = {"size": 17 * 1024 * 1024} if shape == "malformed-huge" else {}
+    run, code = measure(truth_server.openai_url(shape, every=3, n=6, **params), "completions", tmp_path, n=6, concurrency=2)
+    assert code == 1
+    assert run.failures == {"malformed": 2} and run.ok == 4 and run.counters["requests"] == 6
+    assert not [w for w in run.workers if w.error]
+    joined = join(run, truth_server.log(wait_for=7))
+    assert_stream_truth([j for j in joined if j.record["error_class"] == Outcome.OK])
+
+
+@pytest.mark.parametrize(("shape", "note"), [
+    ("http404", "http_4xx: HTTP 404: The model `truth-model` does not exist."),
+    ("http500", "http_5xx: HTTP 500: Internal Server Error"),
+])  # fmt: skip
+def test_http_failures_say_why_in_the_servers_words(truth_server: TruthServer, tmp_path: Path, shape: str, note: str) -> None:
+    run, code = measure(truth_server.openai_url(shape, every=2), "completions", tmp_path, n=4)
+    assert code == 1 and run.ok == 2
+    assert note in run.notes, run.notes
