@@ -192,7 +192,7 @@ class _Connections:
     it (an RST without FIN) may have delivered the request: the server may have received it twice.
     """
 
-    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts")
+    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts", "_handshakes")
 
     def __init__(self) -> None:
         self.tcp = TcpSockets()
@@ -201,6 +201,8 @@ class _Connections:
         self._unmapped: set[int] = set()
         #: descriptor -> (the transfer whose attempt it carries, the reading just before it)
         self._attempts: dict[int, tuple[Transfer, TcpSample]] = {}
+        #: descriptor -> (its handshake's RTT µs, SYN retransmissions), read before its first request
+        self._handshakes: dict[int, tuple[int, int]] = {}
 
     def on_open(self, fd: int, purpose: int) -> int:
         self._unmapped.add(fd)
@@ -219,12 +221,20 @@ class _Connections:
                     return candidate
         return -1
 
-    def begin_attempt(self, transfer: Transfer, local_port: int) -> TcpSample | None:
+    def begin_attempt(self, transfer: Transfer, local_port: int) -> tuple[TcpSample | None, tuple[int, int]]:
+        """The connection's reading just before the attempt, and its handshake: (RTT µs, SYN
+        retransmissions), (-1, -1) when unknown. Before its first request a connection's only
+        RTT sample is the handshake (the kernel answers a SYN at once: no server time in it);
+        TLS adds samples that hold the server's handshake work, so the minimum is taken."""
         fd = self.fd_for_port(local_port)
         before = self.tcp.sample(fd)
-        if before is not None:
-            self._attempts[fd] = (transfer, before)
-        return before
+        if before is None:
+            return None, (-1, -1)
+        self._attempts[fd] = (transfer, before)
+        handshake = self._handshakes.get(fd)
+        if handshake is None:
+            handshake = self._handshakes[fd] = (before.min_rtt_us if before.min_rtt_us >= 0 else before.rtt_us, before.total_retrans)
+        return before, handshake
 
     def on_close(self, fd: int) -> int:
         attempt = self._attempts.pop(fd, None)
@@ -246,6 +256,7 @@ class _Connections:
     def _forget(self, fd: int) -> None:
         self.tcp.forget(fd)
         self._unmapped.discard(fd)
+        self._handshakes.pop(fd, None)
         for port in [p for p, known in self._fd_by_port.items() if known == fd]:
             del self._fd_by_port[port]
 
@@ -266,6 +277,7 @@ class _Connections:
         self._unmapped.clear()
         self._fd_by_port.clear()
         self._attempts.clear()
+        self._handshakes.clear()
         self.tcp.release()
 
 
@@ -277,7 +289,7 @@ class Transfer:
         "first_byte_ns", "first_event_ns", "first_token_ns", "first_content_ns", "last_token_ns", "done_ns",
         "first_status_ns", "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
         "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
-        "malformed", "stream_error", "chunks", "attempts", "unreceived_attempts", "tcp_before", "ended_at_done",
+        "malformed", "stream_error", "chunks", "attempts", "unreceived_attempts", "tcp_before", "handshake", "ended_at_done",
         "_backlog", "_on_done_seen", "_connections",
     )  # fmt: skip
 
@@ -318,6 +330,7 @@ class Transfer:
         self.last_token_ns = self.done_ns = self.first_status_ns = self.final_status_ns = -1
         self.attempts = self.unreceived_attempts = 0
         self.tcp_before: TcpSample | None = None
+        self.handshake = (-1, -1)
         self.interim_seen = self.error_status = self.ended_at_done = False
         self.error_body = b""
         self.headers = []
@@ -348,7 +361,7 @@ class Transfer:
     def _on_prereq(self, primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
         # Once per attempt, just before the request is sent (see _Connections).
         self.attempts += 1
-        self.tcp_before = self._connections.begin_attempt(self, local_port)
+        self.tcp_before, self.handshake = self._connections.begin_attempt(self, local_port)
         return pycurl.PREREQFUNC_OK
 
     def _on_header(self, line: bytes) -> None:
@@ -473,7 +486,11 @@ class Transfer:
             tcp_srtt_us=-1 if after is None else after.rtt_us,
             tcp_rttvar_us=-1 if after is None else after.rttvar_us,
             tcp_srtt_before_us=-1 if before is None else before.rtt_us,
+            tcp_rto_us=-1 if before is None else before.rto_us,
+            handshake_rtt_us=self.handshake[0],
+            syn_retries=self.handshake[1],
             retransmits=-1 if before is None or after is None else max(after.total_retrans - before.total_retrans, 0),
+            ooo_packets=-1 if before is None or after is None or after.ooo_packets < 0 else max(after.ooo_packets - before.ooo_packets, 0),
             events=len(self.events),
             events_kept=len(self.events),
             event_tokens=self.event_tokens,

@@ -47,13 +47,19 @@ RECORD_DTYPE = np.dtype(
         ("last_token_mark_us", np.int64),
         ("done_mark_us", np.int64),
         # the kernel's view of the transfer's connection (TCP_INFO), µs: after the request its
-        # minimum, smoothed RTT and RTT variance, the smoothed RTT just before the request was
-        # sent, and the segments retransmitted in between (-1: not known)
+        # minimum, smoothed RTT and RTT variance; just before the request was sent its smoothed
+        # RTT and retransmission timeout; its handshake's RTT and SYN retransmissions; and what
+        # happened in between: segments netbench retransmitted, segments received out of order
+        # (a response segment lost or late) (-1: not known)
         ("tcp_min_rtt_us", np.int64),
         ("tcp_srtt_us", np.int64),
         ("tcp_rttvar_us", np.int64),
         ("tcp_srtt_before_us", np.int64),
+        ("tcp_rto_us", np.int64),
+        ("handshake_rtt_us", np.int64),
+        ("syn_retries", np.int16),
         ("retransmits", np.int32),
+        ("ooo_packets", np.int32),
         # token-carrying SSE events, and how many of them lie in the events array
         ("events", np.int32),
         ("events_kept", np.int32),
@@ -87,7 +93,8 @@ def empty_records(count: int) -> np.ndarray:
     for name in RECORD_DTYPE.names:
         if name.endswith(("_us", "_tokens")) and name != "event_tokens":
             records[name] = MISSING
-    records["local_port"] = records["retransmits"] = MISSING
+    for name in ("local_port", "syn_retries", "retransmits", "ooo_packets"):
+        records[name] = MISSING
     return records
 
 
@@ -140,9 +147,11 @@ PHASES: tuple[Phase, ...] = (
     Phase("ttft_uncorrected", "TTFT from actual send", "first token event", streaming_only=True, open_loop_only=True),
     Phase("e2e_uncorrected", "e2e from actual send", "TOTAL", open_loop_only=True),
     # the network-vs-server split (docs/architecture.md, "Network vs server split")
-    Phase("rtt", "network RTT", "TCP handshake, or TCP_INFO min RTT on reused connections"),
-    Phase("network", "network + HTTP", "dns + connect + tls + send + rtt"),
-    Phase("server", "server time", "wait - rtt"),
+    Phase("rtt", "network RTT", "the connection's handshake RTT, within [min RTT, smoothed RTT] (TCP_INFO)"),
+    Phase("retransmit_wait", "retransmission wait", "retransmitted segments x retransmission timeout, within wait"),
+    Phase("network", "network + HTTP", "dns + connect + tls + send + rtt + retransmit_wait, within e2e"),
+    Phase("server", "server time", "wait - rtt - retransmit_wait"),
+    Phase("split_uncertainty", "split uncertainty", "what of wait could be network or server (jitter, loss)"),
     Phase("ttft_after_headers", "TTFT after headers", "ttft - ttfb", streaming_only=True),
     # measuring the measurer: only servers that stamp their events (`netbench serve --stamp-events`)
     Phase("token_lag", "token arrival lag", "client saw event - server stamped it", streaming_only=True, per_token=True),
@@ -216,17 +225,72 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
         for name in (*_CORRECTED, "ttft_content"):
             values[name] = np.where(values[name] >= 0, values[name] + values["lag"], MISSING)
 
-    rtt = np.where(new, values["connect"], r["tcp_min_rtt_us"])
-    values["rtt"] = rtt
-    has_split = (rtt >= 0) & (values["wait"] >= 0)
-    values["server"] = np.where(has_split, np.maximum(values["wait"] - rtt, 0), MISSING)
-    parts = [np.maximum(values[k], 0) for k in ("dns", "connect", "tls", "send")]
-    values["network"] = np.where(has_split, sum(parts) + np.maximum(rtt, 0), MISSING)
+    _split(r, values, new)
     values["ttft_after_headers"], _ = _gap(r["first_token_mark_us"], first_byte)
 
     values["itl"], values["token_lag"] = _per_token(r, events)
     clamped = (clamp_connect & new) | (clamp_tls & has_tls) | clamp_send | clamp_wait
     return Derived(values_us=values, clamped=int(np.count_nonzero(clamped)))
+
+
+#: a path varies when its connection's handshake RTT lies above the minimum RTT, or the kernel's
+#: RTT variance is, by more than this and this share of the minimum: the server's SYN processing
+#: alone puts a handshake 50-250 µs above the floor of a steady path, a timestamp-resolution
+#: sample (ms) can put the floor 0.1-0.5 ms low, and the variance of a steady path falls below
+#: it within a few requests
+JITTER_MIN_US = 250
+JITTER_MIN_SHARE = 0.05
+RTTVAR_MIN_SHARE = 0.10
+
+
+def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> None:
+    """The network-vs-server split of each request, from its own connection's evidence.
+
+    rtt: on a new connection the handshake's RTT (the kernel's sample of SYN to SYN-ACK: no
+    server application time in it; SYN retries are in `connect`, counted once). On a reused one
+    the kernel's minimum RTT (the path's floor) while the path is steady; where the connection's
+    handshake lay well above that floor (JITTER_MIN_US, JITTER_MIN_SHARE) the path jitters, the
+    floor understates it by the jitter, and the handshake RTT, an unbiased draw of the path, is
+    used instead, kept at most at the smoothed RTT before the request (an upper estimate: a
+    request's ACK rides on the response, so the kernel's samples hold server time).
+    retransmit_wait: the segments netbench retransmitted during the request waited a
+    retransmission timeout each (doubling), at most what wait leaves after the RTT; it is network
+    time. server = wait - rtt - retransmit_wait, never below 0, and network never above e2e.
+    split_uncertainty: how much of wait could be either side: on a varying path twice the larger
+    of the gap between the RTT used and the floor and the RTT variance, the retransmission
+    estimate, what the clamps took, and
+    the whole server part when a response segment was lost (out-of-order arrivals: the server's
+    retransmission then looks like server time).
+    """
+    handshake, floor, upper = r["handshake_rtt_us"], r["tcp_min_rtt_us"], r["tcp_srtt_before_us"]
+    new_rtt = np.where(handshake >= 0, handshake, values["connect"])
+    known = (handshake >= 0) & (floor >= 0)
+    rttvar = np.maximum(r["tcp_rttvar_us"], 0)
+    jitters = known & (
+        (handshake - floor > np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor))
+        | (rttvar > np.maximum(JITTER_MIN_US, RTTVAR_MIN_SHARE * floor))
+    )
+    jittered_rtt = np.where((upper >= 0) & (upper >= floor), np.minimum(handshake, upper), handshake)
+    reused_rtt = np.where(jitters, np.maximum(jittered_rtt, floor), np.where(floor >= 0, floor, handshake))
+    rtt = np.where(new, new_rtt, reused_rtt)
+    wait = values["wait"]
+    has_split = (rtt >= 0) & (wait >= 0)
+    retransmits = np.clip(r["retransmits"], 0, 16).astype(np.int64)
+    room = np.maximum(wait - np.maximum(rtt, 0), 0)
+    timed_out = np.where(r["tcp_rto_us"] >= 0, r["tcp_rto_us"] * ((1 << retransmits) - 1), room)
+    retransmit_wait = np.where(retransmits > 0, np.minimum(timed_out, room), 0)
+    server_raw = wait - np.maximum(rtt, 0) - retransmit_wait
+    server = np.maximum(server_raw, 0)
+    parts = sum(np.maximum(values[k], 0) for k in ("dns", "connect", "tls", "send"))
+    network = np.minimum(parts + np.maximum(rtt, 0) + retransmit_wait, np.maximum(values["e2e"], 0))
+    spread = np.where(~new & jitters, 2 * np.maximum(np.maximum(rtt - floor, 0), rttvar), 0)
+    uncertainty = spread + retransmit_wait + np.maximum(-server_raw, 0)
+    uncertainty = np.where(r["ooo_packets"] > 0, np.maximum(uncertainty, server), uncertainty)
+    values["rtt"] = np.where(has_split, rtt, MISSING)
+    values["retransmit_wait"] = np.where(has_split & (retransmits > 0), retransmit_wait, MISSING)
+    values["server"] = np.where(has_split, server, MISSING)
+    values["network"] = np.where(has_split, network, MISSING)
+    values["split_uncertainty"] = np.where(has_split, uncertainty, MISSING)
 
 
 def _per_token(records: np.ndarray, events: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

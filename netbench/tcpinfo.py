@@ -15,8 +15,8 @@ import struct
 from typing import NamedTuple
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
-#: bytes of struct tcp_info (linux/tcp.h) read: up to tcpi_min_rtt (kernel >= 4.6)
-_READ_BYTES = 152
+#: bytes of struct tcp_info (linux/tcp.h) read: up to tcpi_rcv_ooopack (kernel >= 5.4)
+_READ_BYTES = 232
 #: tcpi_state values (netinet/tcp.h) of a connection whose peer has closed or reset it
 PEER_CLOSED_STATES = frozenset((7, 8))  # TCP_CLOSE, TCP_CLOSE_WAIT
 
@@ -25,12 +25,15 @@ class TcpSample(NamedTuple):
     """One TCP_INFO reading; times in µs. min_rtt_us is -1 on kernels before 4.6."""
 
     state: int
+    rto_us: int  # the retransmission timeout the kernel would wait now
     rtt_us: int  # smoothed RTT (srtt)
     rttvar_us: int
     min_rtt_us: int
     total_retrans: int
     #: payload bytes received, plus one for a FIN (it takes a sequence number); -1 before 4.1
     bytes_received: int
+    #: segments received out of order (a segment before them was lost or late); -1 before 5.4
+    ooo_packets: int
 
     @property
     def peer_closed(self) -> bool:
@@ -42,14 +45,17 @@ def parse(info: bytes) -> TcpSample | None:
     if len(info) < 104:
         return None
     (state,) = struct.unpack_from("B", info, 0)
+    (rto_us,) = struct.unpack_from("I", info, 8)
     rtt_us, rttvar_us = struct.unpack_from("II", info, 68)
     (total_retrans,) = struct.unpack_from("I", info, 100)
-    bytes_received = min_rtt_us = -1
+    bytes_received = min_rtt_us = ooo_packets = -1
     if len(info) >= 136:
         (bytes_received,) = struct.unpack_from("Q", info, 128)
     if len(info) >= 152:
         (min_rtt_us,) = struct.unpack_from("I", info, 148)
-    return TcpSample(state, rtt_us, rttvar_us, min_rtt_us, total_retrans, bytes_received)
+    if len(info) >= 228:
+        (ooo_packets,) = struct.unpack_from("I", info, 224)
+    return TcpSample(state, rto_us, rtt_us, rttvar_us, min_rtt_us, total_retrans, bytes_received, ooo_packets)
 
 
 class TcpSockets:

@@ -117,6 +117,9 @@ class Recorder:
         derived = derive(ok, ok_events, open_loop=self.open_loop)
         self.histograms.record_phases(derived.values_us)
         self._count(records, ok, derived.clamped)
+        uncertainty, server = derived.values_us["split_uncertainty"], derived.values_us["server"]
+        # the split of these requests cannot be known: what is uncertain is as large as the server part
+        self.counters["split_uncertain"] += int(np.count_nonzero((uncertainty > 0) & (uncertainty >= server)))
         self._keep(records, events)
 
     def _count(self, records: np.ndarray, ok: np.ndarray, clamped: int) -> None:
