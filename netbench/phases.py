@@ -233,13 +233,15 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
     return Derived(values_us=values, clamped=int(np.count_nonzero(clamped)))
 
 
-#: a path varies when its connection's handshake RTT lies above the minimum RTT, or the kernel's
-#: RTT variance is, by more than this and this share of the minimum: the server's SYN processing
-#: alone puts a handshake 50-250 µs above the floor of a steady path, a timestamp-resolution
-#: sample (ms) can put the floor 0.1-0.5 ms low, and the variance of a steady path falls below
-#: it within a few requests
+#: a path varies when its connection's handshake RTT lies above the minimum RTT by more than
+#: JITTER_MIN_US and JITTER_MIN_SHARE of it (the server's SYN processing alone puts a handshake
+#: 50-250 µs above the floor of a steady path, and a timestamp-resolution sample, ms, can put
+#: the floor 0.1-0.5 ms low), or when the kernel's RTT variance exceeds RTTVAR_MIN_US and
+#: RTTVAR_MIN_SHARE of it (the samples hold the server's time to answer, whose variation alone
+#: reaches some 100s of µs; a steady path's variance falls below it within a few requests)
 JITTER_MIN_US = 250
 JITTER_MIN_SHARE = 0.05
+RTTVAR_MIN_US = 1000
 RTTVAR_MIN_SHARE = 0.10
 
 
@@ -268,7 +270,7 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     rttvar = np.maximum(r["tcp_rttvar_us"], 0)
     jitters = known & (
         (handshake - floor > np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor))
-        | (rttvar > np.maximum(JITTER_MIN_US, RTTVAR_MIN_SHARE * floor))
+        | (rttvar > np.maximum(RTTVAR_MIN_US, RTTVAR_MIN_SHARE * floor))
     )
     jittered_rtt = np.where((upper >= 0) & (upper >= floor), np.minimum(handshake, upper), handshake)
     reused_rtt = np.where(jitters, np.maximum(jittered_rtt, floor), np.where(floor >= 0, floor, handshake))

@@ -1,0 +1,232 @@
+"""The network-vs-server split across a real delay, against the delay line's per-packet log.
+
+netbench runs in the client namespace, the server in the server namespace, and the only path
+between them is the emulator (tests/netem). For each measured request, the packet log gives
+the truth: the server's time is from the request's last segment reaching the server to the
+response's first segment leaving it; the path's time is what the emulator held those packets.
+
+Bounds (docs/architecture.md, "Network vs server split"):
+- a steady path (0, 5, 20 ms one way): rtt and server within 0.3 ms of the truth at the median;
+- jitter or loss: the true server time lies within server ± (split_uncertainty + 0.3 ms) for
+  at least 85 % of requests, and a jittering path is reported uncertain, not guessed;
+- always: network never exceeds the request, a retransmission's wait is network, never server,
+  and a lost SYN's second is in connect once, never again in rtt.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netbench.outcomes import Outcome
+from netbench.phases import derive, select
+from netbench.results import RunResult
+from tests.netem.config import DropRule
+from tests.netem.line import DelayLine
+from tests.netem.log import TcpConnection
+from tests.servers.nginx import run_nginx
+from tests.servers.sim import start_sim_server
+
+pytestmark = pytest.mark.integration
+
+STEADY_BOUND_US = 300
+#: the emulator's TUN plumbing (a read wake-up each way) is in the kernel's RTT, not in the log's holding times
+STEADY_RTT_BOUND_US = 500
+BAND_SLACK_US = 300
+COVERAGE = 0.85
+
+
+@dataclass(frozen=True)
+class Truth:
+    server_us: float
+    path_us: float
+    retransmitted: bool
+
+
+def truth_of(connection: TcpConnection, start_ns: int, end_ns: int) -> Truth | None:
+    """The request sent on `connection` within [start_ns, end_ns], as the packets show it: its
+    segments left after the previous response reached the client."""
+    previous = [p.delivered_ns for p in connection.data("s2c") if p.delivered and p.delivered_ns <= start_ns + 1_000_000]
+    after = max([start_ns, *previous])
+    request = [p for p in connection.data("c2s") if after <= p.arrival_ns <= end_ns]
+    if not request:
+        return None
+    response = [p for p in connection.data("s2c") if request[0].arrival_ns <= p.arrival_ns <= end_ns]
+    delivered = [p for p in request if p.delivered]
+    if not response or not delivered:
+        return None
+    request_in = max(p.delivered_ns for p in delivered)
+    first_out = response[0]
+    first_in = next((p for p in response if p.delivered), None)
+    if first_in is None:
+        return None
+    path_ns = (request_in - request[0].arrival_ns) + (first_in.delivered_ns - first_out.arrival_ns)
+    retransmitted = any(p.retransmit for p in request + response)
+    return Truth((first_out.arrival_ns - request_in) / 1000, path_ns / 1000, retransmitted)
+
+
+@dataclass(frozen=True)
+class Measured:
+    run: RunResult
+    values: dict[str, np.ndarray]
+    truths: list[Truth | None]
+
+    def column(self, phase: str) -> np.ndarray:
+        return self.values[phase]
+
+    def known(self) -> list[int]:
+        return [i for i, truth in enumerate(self.truths) if truth is not None]
+
+
+def measure(line: DelayLine, url: str, mode: str, tmp_path: Path, *args: str, n: int = 30, concurrency: int = 1,
+            warmup: int | None = None) -> Measured:
+    run_file = tmp_path / f"run-{line.client.namespace}-{mode}-{concurrency}.json"
+    argv = line.exec_prefix("client") + [
+        sys.executable, "-m", "netbench", "run", "--url", url, "--mode", mode, "--n", str(n),
+        "--concurrency", str(concurrency), "--warmup", str(concurrency if warmup is None else warmup), "--max-tokens", "4",
+        "--timeout", "30", "--no-progress", "-o", str(run_file), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = RunResult.load(run_file)
+    ok, events = select(run.records, run.events, run.records["error_class"] == Outcome.OK)
+    assert len(ok) == n
+    connections = line.connections()
+    truths = []
+    for record in ok:
+        start = int(record["transfer_start_ns"])
+        end = start + int(record["total_mark_us"]) * 1000
+        on_port = [c for c in connections if c.client_port == record["local_port"] and c.start_ns <= end and c.end_ns >= start]
+        # the request leaves after PRETRANSFER (TLS handshake records come before it)
+        sent_from = start + int(record["pretransfer_mark_us"]) * 1000 - 1_000_000
+        truths.append(truth_of(on_port[-1], sent_from, end) if on_port else None)
+    return Measured(run, derive(ok, events).values_us, truths)
+
+
+def errors(measured: Measured, phase: str, truth_field: str) -> np.ndarray:
+    known = measured.known()
+    values = measured.column(phase)[known].astype(float)
+    return values - np.array([getattr(measured.truths[i], truth_field) for i in known])
+
+
+def assert_never_more_network_than_request(measured: Measured) -> None:
+    network, e2e = measured.column("network"), measured.column("e2e")
+    assert (network >= 0).all() and (network <= e2e).all()
+
+
+def assert_band_covers_truth(measured: Measured) -> None:
+    known = measured.known()
+    assert len(known) >= 0.8 * len(measured.truths)
+    error = np.abs(errors(measured, "server", "server_us"))
+    band = measured.column("split_uncertainty")[known] + BAND_SLACK_US
+    assert np.mean(error <= band) >= COVERAGE, (np.mean(error <= band), np.median(error))
+
+
+@pytest.fixture
+def sim_across(make_delay_line) -> Callable[..., tuple[DelayLine, str]]:
+    """A delay line with `netbench serve` in its server namespace."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        def start(**line_keywords: object) -> tuple[DelayLine, str]:
+            line = make_delay_line(**line_keywords)
+            url = stack.enter_context(start_sim_server("--ignore-eos", host=line.server.v4, netns=line.server.namespace))
+            return line, url
+
+        yield start
+
+
+@pytest.mark.parametrize("one_way_ms", [0, 5, 20])
+def test_a_steady_path_splits_exactly(sim_across, tmp_path: Path, one_way_ms: int) -> None:
+    line, url = sim_across(one_way_ms=one_way_ms)
+    measured = measure(line, url, "health", tmp_path, n=30)
+    assert abs(np.median(errors(measured, "rtt", "path_us"))) <= STEADY_RTT_BOUND_US
+    assert abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US
+    assert measured.run.counters["split_uncertain"] <= 0.3 * 30
+    assert_never_more_network_than_request(measured)
+
+
+def test_jitter_is_reported_uncertain_and_its_band_holds_the_truth(sim_across, tmp_path: Path) -> None:
+    # ±5 ms per direction around 10 ms: the minimum RTT understates the path by ~10 ms
+    line, url = sim_across(one_way_ms=5, jitter_ms=10, seed=1)
+    measured = measure(line, url, "health", tmp_path, n=40)
+    assert_band_covers_truth(measured)
+    assert measured.run.counters["split_uncertain"] >= 0.5 * 40
+    # the median server time is not the jitter (it read 9 ms where the server took 0.5 ms): the
+    # estimate can be off by up to the jitter's half width, which the band says
+    assert abs(np.median(errors(measured, "server", "server_us"))) <= 5000
+    assert_never_more_network_than_request(measured)
+
+
+def test_jitter_at_concurrency_averages_out(sim_across, tmp_path: Path) -> None:
+    line, url = sim_across(one_way_ms=5, jitter_ms=10, seed=4)
+    measured = measure(line, url, "health", tmp_path, n=64, concurrency=8)
+    assert_band_covers_truth(measured)
+    assert measured.run.counters["split_uncertain"] >= 0.5 * 64
+    assert abs(np.median(errors(measured, "server", "server_us"))) <= 5000
+
+
+def test_loss_books_retransmission_waits_as_network(sim_across, tmp_path: Path) -> None:
+    line, url = sim_across(one_way_ms=5, loss=0.02, seed=2)
+    measured = measure(line, url, "health", tmp_path, n=150)
+    retransmitted = measured.run.records["retransmits"][measured.run.records["error_class"] == Outcome.OK] > 0
+    assert retransmitted.any(), "seed 2 loses some request segments"
+    # the ~200 ms of a retransmission timeout is network: the server part stays the server's
+    assert (measured.column("retransmit_wait")[retransmitted] >= 150_000).all()
+    assert (measured.column("server")[retransmitted] < 50_000).all()
+    assert_band_covers_truth(measured)
+    assert_never_more_network_than_request(measured)
+
+
+def test_a_lost_syn_is_counted_once(sim_across, tmp_path: Path) -> None:
+    # mode get sends no probe and there is no warm-up: the first SYN is the /metrics scrape's,
+    # the second the first measured request's
+    line, url = sim_across(one_way_ms=5, drops=[DropRule("c2s", "syn", nth=2)])
+    measured = measure(line, f"{url}/health", "get", tmp_path, n=3, warmup=0)
+    records = measured.run.records
+    # the handshake belongs to the connection: every request on it carries its SYN retry
+    assert (records["syn_retries"] == 1).all()
+    [retried] = np.flatnonzero(records["new_connection"])
+    connect, rtt = measured.column("connect")[retried], measured.column("rtt")[retried]
+    assert connect >= 1_000_000 and 9_000 <= rtt <= 12_000  # the second is in connect, never again in rtt
+    assert measured.column("network")[retried] <= measured.column("e2e")[retried]
+    assert abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US
+    assert_never_more_network_than_request(measured)
+
+
+def test_ttft_after_headers_and_itl_are_the_servers_whatever_the_delay(sim_across, tmp_path: Path) -> None:
+    near_line, near_url = sim_across(one_way_ms=0)
+    near = measure(near_line, near_url, "completions", tmp_path, n=12)
+    far_line, far_url = sim_across(one_way_ms=20)
+    far = measure(far_line, far_url, "completions", tmp_path, n=12)
+    for phase, bound_us in (("ttft_after_headers", 2000), ("itl", 1000)):
+        near_stats, far_stats = near.run.stats(phase), far.run.stats(phase)
+        assert near_stats is not None and far_stats is not None
+        assert abs(near_stats.p50_us - far_stats.p50_us) <= bound_us, phase
+    ttfb_gap = far.run.stats("ttfb").p50_us - near.run.stats("ttfb").p50_us
+    assert 38_000 <= ttfb_gap <= 44_000  # one 40 ms round trip, to the headers
+
+
+def test_tls_costs_round_trips_and_the_split_holds_over_https(make_delay_line, tmp_path: Path) -> None:
+    line = make_delay_line(one_way_ms=10)
+    with run_nginx(host=line.server.v4, netns=line.server.namespace) as nginx:
+        measured = measure(line, f"{nginx.https_url}/null", "get", tmp_path, "--cacert", str(nginx.cacert_path),
+                           "--header", "Connection: close", n=6)  # fmt: skip
+    tls, connect = measured.run.stats("tls"), measured.run.stats("connect")
+    assert connect is not None and 19_000 <= connect.p50_us <= 24_000  # one round trip
+    assert tls is not None and 19_000 <= tls.p50_us <= 45_000  # TLS 1.3: one round trip (1.2: two)
+    # every request opened its connection: its rtt is the handshake's, which the log shows
+    # (the server's session tickets keep its encrypted records apart from the response's)
+    connections = line.connections()
+    for record, rtt in zip(measured.run.records, measured.column("rtt")):
+        handshake = next(c for c in connections if c.client_port == record["local_port"]).handshake_rtt_ns
+        assert handshake is not None and abs(rtt - handshake / 1000) <= STEADY_RTT_BOUND_US
+    assert_never_more_network_than_request(measured)
