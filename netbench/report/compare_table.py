@@ -45,13 +45,13 @@ def _difference(change: QuantileChange) -> tuple[str, ...]:
 
 def header_lines(comparison: Comparison) -> list[str]:
     lines = []
-    for side, label, summary in (
+    for side, label, s in (
         ("base", comparison.base_label, comparison.base_summary),
         ("new", comparison.new_label, comparison.new_summary),
     ):
         lines.append(
-            f"{side} = {label}: {summary['mode']} · {summary['url']} · {summary['load']} · {summary['requests']} requests, "
-            f"{float(summary['error_rate']) * 100:.2f} % failed, {summary['achieved_rps']} requests/s, {summary['records']} records"
+            f"{side} = {label}: {s.mode} · {s.url} · {s.load} · {s.requests} requests, "
+            f"{s.error_rate * 100:.2f} % failed, {s.achieved_rps} requests/s, {s.records} records"
         )
     return lines
 
