@@ -175,6 +175,7 @@ def test_metrics_difference_counts_exactly_the_requests_netbench_sent(sim_url, t
     assert RunResult.load(tmp_path / "run.json").server_metrics == metrics
 
 
+@pytest.mark.integration
 @pytest.mark.slm
 def test_the_llama_cpp_server_has_no_metrics(slm_server):
     result = run(RunSpec(url=slm_server.openai_url, mode="completions", n=2, max_tokens=2, model=slm_server.model_id))
