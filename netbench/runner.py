@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netbench.backends import Backend, ProgressCallback, backend_for
+from netbench.backends import backend_for
+from netbench.backends.base import Backend, ProgressCallback
 from netbench.curl import curl_version, fetch
 from netbench.histograms import PhaseHistograms
 from netbench.pacing import split_evenly

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from queue import Empty
 
-from netbench.backends import READY_DEADLINE_S, BackendRun, ProgressCallback, stopped_result
+from netbench.backends.base import READY_DEADLINE_S, BackendRun, ProgressCallback, stopped_result
 from netbench.signals import stop_on_signals, stop_signal_name
 from netbench.worker import WorkerResult, WorkerTask, run_worker
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from netbench.backends import READY_DEADLINE_S, BackendRun, ProgressCallback, stopped_result
+from netbench.backends.base import READY_DEADLINE_S, BackendRun, ProgressCallback, stopped_result
 from netbench.errors import InputError
 from netbench.phases import empty_records
 from netbench.signals import stop_on_signals, stop_signal_name
