@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from rich.console import Console
-
 from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
 from netbench.compare import compare_runs
 from netbench.errors import InputError
@@ -29,6 +27,7 @@ from netbench.report import csvout, hgrm, jsonout, raw
 from netbench.report.gates import gate_lines
 from netbench.report.progress import progress_bar
 from netbench.report.table import print_report
+from netbench.report.terminal import console
 from netbench.results import RunFileError, RunResult
 from netbench.runner import run
 from netbench.serial import plain
@@ -56,9 +55,6 @@ class Env:
     stdout: TextIO
     stderr: TextIO
     clock: Callable[[], float] = time.time
-
-    def console(self) -> Console:
-        return Console(file=self.stdout)
 
 
 @dataclass(frozen=True)
@@ -120,6 +116,8 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
     for phase, _ in outputs.hgrm:
         if phase not in PHASE_NAMES:
             raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
+    if outputs.csv_path:
+        csvout.check_columns(outputs.csv_path)
     runs: list[Run] = []
     for spec in specs:
         label = f"{spec.mode} c={spec.concurrency}"
@@ -127,12 +125,12 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
             result = run(spec, on_progress, clock=env.clock)
         runs.append(Run.of(result))
         if not outputs.as_json:
-            print_report(runs[-1].summary, env.console())
+            print_report(runs[-1].summary, console(env.stdout))
         if result.interrupted:
             break
     summaries = [r.summary for r in runs]
     if len(runs) > 1 and not outputs.as_json:
-        print_sweep(summaries, env.console())
+        print_sweep(summaries, console(env.stdout))
     if outputs.as_json:
         print(jsonout.render_json(summaries), file=env.stdout)
     if outputs.csv_path:
@@ -240,11 +238,11 @@ def _render_table(analysis: Analysis, env: Env, output_path: str | None) -> None
     from netbench.report.answer import render_text
 
     if output_path is None:
-        render_text(analysis, env.console())
+        render_text(analysis, console(env.stdout))
         return
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w") as handle:
-        render_text(analysis, Console(file=handle, width=160, no_color=True))
+        render_text(analysis, console(handle, width=160, color=False))
 
 
 def merge(paths: Sequence[str], output_path: str, env: Env, force: bool = False) -> CommandResult:
@@ -263,5 +261,5 @@ def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed
     if as_json:
         print(json.dumps(plain(comparison), indent=2), file=env.stdout)
     else:
-        print_comparison(comparison, env.console())
+        print_comparison(comparison, console(env.stdout))
     return CommandResult()
