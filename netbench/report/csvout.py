@@ -78,6 +78,19 @@ def render_csv(summaries: Sequence[RunSummary]) -> str:
     return buffer.getvalue()
 
 
+def _check_header(target: Path, header: str) -> None:
+    if header and header != ",".join(COLUMNS):
+        raise CsvColumnsError(target)
+
+
+def check_columns(path: str | Path) -> None:
+    """Refuse, before any load is sent, a CSV that another netbench (or anything else) wrote."""
+    target = Path(path)
+    if target.is_file():
+        with open(target, newline="") as handle:
+            _check_header(target, handle.readline().rstrip("\r\n"))
+
+
 def append_rows(path: str | Path, summaries: Sequence[RunSummary]) -> None:
     """Append one row per run; the header is written when the file is new. Atomic under
     concurrent writers: the whole append happens under an exclusive lock, as one write."""
@@ -89,8 +102,7 @@ def append_rows(path: str | Path, summaries: Sequence[RunSummary]) -> None:
         try:
             handle.seek(0)
             header = handle.readline().rstrip("\r\n")
-            if header and header != ",".join(COLUMNS):
-                raise CsvColumnsError(target)
+            _check_header(target, header)
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
             if not header:
