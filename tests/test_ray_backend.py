@@ -86,10 +86,12 @@ def test_sweep_gives_the_local_backends_counts_and_comparable_latencies(ray_addr
         # Both scrape /metrics once the warm-up is over: the server counted the measured requests.
         for result in (local.result, on_ray.result):
             assert result.server_metrics["histograms"]["e2e"]["count"] == 60
-        # The server's timing model (5 ms prefill, 2 ms a token) dominates: both clients see it.
-        for phase in ("ttft", "e2e"):
+        # The server's timing model (5 ms prefill, 2 ms a token) dominates: both clients see it,
+        # within a factor of 2 (on 2 shared cores Ray's own daemons compete with its workers).
+        for phase, floor_us in (("ttft", 5_000), ("e2e", 5_000 + 7 * 2_000)):
             local_p50, ray_p50 = local.summary.phase(phase).p50_us, on_ray.summary.phase(phase).p50_us
-            assert abs(ray_p50 - local_p50) < 0.5 * local_p50, (concurrency, phase, local_p50, ray_p50)
+            assert min(local_p50, ray_p50) >= floor_us, (concurrency, phase, local_p50, ray_p50)
+            assert abs(ray_p50 - local_p50) < local_p50, (concurrency, phase, local_p50, ray_p50)
 
 
 def test_workers_start_together_once_every_one_is_warm(ray_address, sim_url):
