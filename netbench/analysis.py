@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from netbench.errors import InputError
+from netbench.histograms import equivalent_us, rank
 from netbench.serial import FLATTEN, NOT_SERIALISED, OMIT_NONE
 from netbench.spec import MODES, STREAMING_MODES, SpecError, parse_duration_s
 from netbench.split import ServerEntry
@@ -305,8 +306,11 @@ def bootstrap_interval(
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of quantile(b) - quantile(a): both samples resampled
-    independently with replacement, seeded, so the same data always gives the same interval."""
+    """Percentile bootstrap interval of quantile(b) - quantile(a), the quantile as hdrh defines
+    it (the value at rank max(round(q n), 1), no interpolation): both samples resampled
+    independently with replacement, seeded, so the same data always gives the same interval.
+    Given samples in the histograms' resolution (`histograms.equivalent_us`), it is the
+    interval of the very statistic the histograms report."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
@@ -339,25 +343,18 @@ def median_diff(
 
 
 def _resampled_quantiles(ordered: np.ndarray, q: float, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """`resamples` draws of np.quantile(resample, q) (linear method), each resample n values
-    drawn with replacement from `ordered` (sorted), in O(resamples) instead of O(resamples x n).
+    """`resamples` draws of the q-quantile (hdrh's: the k-th smallest value, k = rank(n, q)) of
+    a resample of n values drawn with replacement from `ordered` (sorted), in O(resamples)
+    instead of O(resamples x n).
 
     Exact, not an approximation: a resample is x[ceil(n U_i) - 1] for n uniforms U_i, so its
     k-th smallest value is x[ceil(n U_(k)) - 1], and the k-th order statistic of n uniforms is
-    Beta(k, n + 1 - k). The next one, given U_(k), is the smallest of n - k uniforms on
-    (U_(k), 1): U_(k) + (1 - U_(k)) Beta(1, n - k). np.quantile interpolates between the two.
+    Beta(k, n + 1 - k).
     """
     n = ordered.size
-    position = (n - 1) * q
-    k = int(np.floor(position))  # 0-based: the k+1-th smallest value
-    fraction = position - k
-    first = rng.beta(k + 1, n - k, resamples)
-    low = ordered[np.clip(np.ceil(n * first).astype(np.int64), 1, n) - 1]
-    if fraction == 0 or k + 1 >= n:
-        return low
-    second = first + (1.0 - first) * rng.beta(1, n - k - 1, resamples)
-    high = ordered[np.clip(np.ceil(n * second).astype(np.int64), 1, n) - 1]
-    return low + fraction * (high - low)
+    k = min(rank(n, q * 100), n)
+    kth = rng.beta(k, n + 1 - k, resamples)
+    return ordered[np.clip(np.ceil(n * kth).astype(np.int64), 1, n) - 1]
 
 
 @dataclass(frozen=True)
@@ -410,7 +407,8 @@ def _effect(base: Run | None, other: Run, phase: str, resamples: int, seed: int)
             return ConcurrencyEffect(mode, phase, c, 1, reason)
     a, b = base.summary.phase(phase), other.summary.phase(phase)
     assert a is not None and b is not None
-    diff = median_diff(a.p50_us, b.p50_us, base.values_us(phase), other.values_us(phase), 0.5, resamples, CONFIDENCE, seed)
+    samples = (equivalent_us(base.values_us(phase)), equivalent_us(other.values_us(phase)))
+    diff = median_diff(a.p50_us, b.p50_us, *samples, 0.5, resamples, CONFIDENCE, seed)
     return ConcurrencyEffect(mode, phase, c, 1, diff=diff)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from netbench.analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval
+from netbench.histograms import equivalent_us
 from netbench.load_check import load_notes
 from netbench.phases import PHASES
 from netbench.summary import Run, describe_load
@@ -92,7 +93,8 @@ def compare_runs(
             continue
         samples = None
         if with_records and phase.name in base.per_request_us and phase.name in new.per_request_us:
-            samples = (base.values_us(phase.name), new.values_us(phase.name))
+            # in the histograms' resolution: the intervals are of the statistics the rows show
+            samples = (equivalent_us(base.values_us(phase.name)), equivalent_us(new.values_us(phase.name)))
         changes = []
         for statistic, q in QUANTILES:
             base_us, new_us = getattr(base_stats, f"{statistic}_us"), getattr(new_stats, f"{statistic}_us")

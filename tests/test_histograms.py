@@ -93,3 +93,15 @@ def test_adding_histograms_equals_adding_their_encodings():
         decoded.add_encoded(part.encode())
     assert added.encode() == decoded.encode()
     assert added.stats("e2e") == decoded.stats("e2e") and added.overflow["ttft"] == 3
+
+
+def test_a_samples_quantile_in_the_histograms_resolution_is_the_histograms_percentile():
+    from netbench.histograms import equivalent_us, rank
+
+    values = np.random.default_rng(8).lognormal(11, 1.5, 5001).astype(np.int64)
+    histograms = PhaseHistograms()
+    histograms.record_many("e2e", values)
+    ordered = np.sort(equivalent_us(values))
+    for percentile in (1.0, 25.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+        assert ordered[rank(values.size, percentile) - 1] == histograms.histograms["e2e"].get_value_at_percentile(percentile)
+    assert equivalent_us(np.array([0, 1, 2047, 2048, 2049])).tolist() == [0, 1, 2047, 2049, 2049]

@@ -54,3 +54,12 @@ def test_a_phase_has_one_median_in_the_table_the_json_the_significance_lines_and
     rule = text.split("## Rule of thumb", 1)[1]
     assert f"HTTP overhead is ~{ms(wall)} ms on top of warm TTFT ({ms(ttft)} ms;" in rule
     assert re.search(rf"raises median TTFT by {re.escape(ms(ttft8 - ttft))} ms", rule)
+
+
+def test_each_interval_holds_its_point_estimate():
+    # records of every request: the interval is of the statistic the point estimate is (before,
+    # "+98.18 ms (95 % CI +97.80 to +98.11 ms)": an HDR point beside an interval of exact values)
+    analysis = analyse([Run.of(r) for r in sweep(n=2000)])
+    tested = [e.diff for e in analysis.concurrency.effects if e.diff is not None]
+    assert len(tested) == 6
+    assert all(d.low <= d.diff <= d.high for d in tested), [(d.low, d.diff, d.high) for d in tested]
