@@ -10,8 +10,9 @@ why it is not tested (a histogram-only comparison holds no per-request data to r
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,9 +20,19 @@ from netbench.analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interva
 from netbench.histograms import equivalent_us
 from netbench.load_check import load_notes
 from netbench.phases import PHASES
+from netbench.serial import NOT_SERIALISED
 from netbench.summary import Run, describe_load
 
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+
+
+class Change(str, enum.Enum):
+    """What a tested difference says: the interval lies above 0, below it, or holds it."""
+
+    SLOWER = "slower"
+    FASTER = "faster"
+    NONE = "none"
+
 #: a quantile's interval needs this many values beyond it on each side (p99: 1000 records)
 MIN_TAIL = 10
 
@@ -39,6 +50,8 @@ class QuantileChange:
     #: True/False when tested; None with `untested` saying why
     significant: bool | None = None
     untested: str | None = None
+    #: None when not tested
+    change: Change | None = field(default=None, metadata=NOT_SERIALISED)
 
 
 @dataclass(frozen=True)
@@ -136,7 +149,8 @@ def _tested(
     if min(len(s) for s in samples) < needed:
         return replace(point, untested=f"{point.statistic} needs {needed} records on each side")
     low, high = bootstrap_interval(samples[0], samples[1], q, resamples, confidence, seed)
-    return replace(point, ci_low_us=low, ci_high_us=high, significant=low > 0 or high < 0)
+    change = Change.SLOWER if low > 0 else Change.FASTER if high < 0 else Change.NONE
+    return replace(point, ci_low_us=low, ci_high_us=high, significant=change is not Change.NONE, change=change)
 
 
 def _side(run: Run) -> Side:

@@ -55,7 +55,7 @@ def _scenarios() -> dict[str, str]:
         "dominant.md": render_markdown(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1, 4))),
         # no baseline, no records, no /metrics, an external TTFT reference
         "missing.md": render_markdown(no_baseline, TtftReference(27_000, "--ttft-ref 27ms")),
-        # failures and notes in the seed's notes column; nothing to compare against
+        # failures and notes in the runs table's notes column; nothing to compare against
         "notes.md": render_markdown([noted]),
     }
 

@@ -138,13 +138,13 @@ def test_compare_finds_a_shift_significant_and_an_identical_run_not():
     same = synthetic_run(lognormal_us(3000, 1))
     shifted = {p.phase: p for p in compare_runs(base, slower).phases}
     e2e = {q.statistic: q for q in shifted["e2e"].changes}
-    assert e2e["p50"].significant is True and e2e["p50"].ci_low_us > 0
+    assert e2e["p50"].significant is True and e2e["p50"].ci_low_us > 0 and e2e["p50"].change is compare.Change.SLOWER
     assert e2e["p50"].diff_us == pytest.approx(10_000, rel=0.15)
     assert e2e["p95"].significant is True
     assert e2e["p99"].significant is True  # 3000 records: enough for p99
     unchanged = {p.phase: p for p in compare_runs(base, same).phases}
     for change in unchanged["e2e"].changes:
-        assert change.diff_us == 0 and change.significant is False
+        assert change.diff_us == 0 and change.significant is False and change.change is compare.Change.NONE
         assert change.ci_low_us <= 0 <= change.ci_high_us
 
 
