@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netbench.histograms import PhaseHistograms
+from netbench.histograms import PhaseHistograms, PhaseStats
 from netbench.outcomes import FAILURES, Outcome
 from netbench.phases import RECORD_DTYPE
 from netbench.spec import RunSpec
@@ -57,7 +57,10 @@ class RunResult:
     #: server-side /metrics differences, when the server exposes them
     server_metrics: dict[str, object] | None = None
 
-    # --- counts (every statistic of a run is its summary's: summary.summarize) ---
+    # --- derived numbers every renderer shares ---
+    def stats(self, phase: str) -> PhaseStats | None:
+        return self.histograms.stats(phase)
+
     @property
     def requests(self) -> int:
         return self.counters.get("requests", 0)
