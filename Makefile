@@ -8,7 +8,7 @@ OUT := benchmarks_out
 URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test bench bench-slm perf clean
+.PHONY: install test test-unit bench bench-slm perf clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: $(STAMP)
 	bash scripts/ensure_slm.sh >/dev/null
 	bash scripts/ensure_wrk.sh
 	$(BIN)/python -m pytest -p no:cacheprovider -rs $(PYTEST_ARGS)
+
+# The unit tests alone, in well under a minute, with nothing to install: no server, no
+# subprocess (tests/conftest.py fails a test outside `integration` that starts one).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	NETBENCH=$(BIN)/netbench OUT=$(OUT) bash scripts/bench.sh $(URL)

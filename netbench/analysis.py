@@ -1,14 +1,15 @@
-"""The answer to "how much of the latency is network + HTTP, and how much is the model?", in numbers.
+"""`Analysis`: the answer to "how much of the latency is network + HTTP, and how much is the
+model?" across the runs of a report, computed once from their summaries (`summary.Run`).
 
 Pure numbers, no formatting (the renderers in `report/` word them):
-- `split`: network vs server share of the median request, TTFT beside TTFB, and the
-  server's own /metrics percentiles beside the client's (the gap is the overhead);
 - `ttft_vs_http`: warm TTFT (measured at concurrency 1, or an external reference) against the
   HTTP wall time of the baseline mode (health, models or get) at concurrency 1: the overhead,
-  its share of TTFT, a verdict, and the phase that carries it;
+  its share of TTFT, a verdict, and the part of the request that carries it;
 - `concurrency_effects`: does concurrency 4 or 8 change wall time / TTFT against concurrency 1?
-  A seeded bootstrap 95 % confidence interval of the median difference on per-request records;
+  The difference of the medians (the histograms' p50, the one median every output shows), with
+  a seeded bootstrap 95 % confidence interval from the per-request records;
 - `rule_of_thumb`: the numbers and verdict the one-sentence rule of thumb is written from.
+Per-run numbers (the network-vs-server split, server-side /metrics) live in each `RunSummary`.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from __future__ import annotations
 import csv
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from netbench.outcomes import Outcome
-from netbench.phases import derive, select
-from netbench.results import RunResult
-from netbench.server_metrics import INTERPOLATION_NOTE, ServerPercentiles, counter_summary, percentiles
+from netbench.errors import InputError
+from netbench.histograms import equivalent_us, rank
+from netbench.serial import FLATTEN, NOT_SERIALISED, OMIT_NONE
 from netbench.spec import MODES, STREAMING_MODES, SpecError, parse_duration_s
+from netbench.split import ServerEntry
+from netbench.summary import Run, RunSummary
 
 #: modes whose requests do no model work: their HTTP wall time is the HTTP path alone
 BASELINE_MODES = ("health", "models", "get")
@@ -36,9 +38,13 @@ BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 #: fewer per-request values than this on either side cannot support an interval
 MIN_SAMPLES = 5
+#: concurrency is compared on these phases: wall time always, TTFT for streams
+EFFECT_PHASES = ("e2e", "ttft")
 
 
 class Verdict(str, enum.Enum):
+    """How large the HTTP overhead is against warm TTFT."""
+
     NEGLIGIBLE = "negligible"
     NON_TRIVIAL = "non-trivial"
     DOMINANT = "dominant"
@@ -50,111 +56,65 @@ def verdict_for(share: float) -> Verdict:
     return Verdict.NON_TRIVIAL if share < DOMINANT_SHARE else Verdict.DOMINANT
 
 
-# --- the per-run split ------------------------------------------------------------------
+class TtftOrigin(str, enum.Enum):
+    MEASURED = "measured"  # the p50 of a streaming run at concurrency 1
+    REFERENCE = "reference"  # --ttft-ref
 
 
-def _p50(result: RunResult, phase: str) -> int | None:
-    stats = result.stats(phase)
+class OverheadSource(str, enum.Enum):
+    BASELINE = "baseline"  # the baseline run's HTTP wall time
+    SERVER_GAP = "server_gap"  # client TTFT - server-side TTFT (means)
+
+
+def sorted_runs(runs: Sequence[Run]) -> list[Run]:
+    """Runs in report order: by mode (as MODES lists them), closed loop first, then load."""
+    return sorted(
+        runs,
+        key=lambda r: (
+            MODES.index(r.spec.mode) if r.spec.mode in MODES else len(MODES),
+            r.spec.open_loop,
+            r.spec.concurrency,
+            r.spec.rate or 0.0,
+        ),
+    )
+
+
+# --- where one request's time goes --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of a request's wall time (µs, p50 unless said otherwise)."""
+
+    key: str  # "connect", "send", "rtt", "server_wait", "after_headers", "response"
+    us: float
+
+
+def request_parts(s: RunSummary) -> tuple[Component, ...]:
+    """A run's median request in parts: connection setup amortised over every request (reused
+    connections have none), send, RTT, server wait (framework + handler), then for streams the
+    wait after the headers for the first token and the rest of the stream, else the response.
+    Medians of each part: they need not add up to the median e2e exactly."""
+    ok = s.ok or 1
+    setup = sum(p.mean_us * p.count / ok for p in (s.phase(n) for n in ("dns", "connect", "tls")) if p is not None)
+    e2e, ttfb, ttft = (s.phase(n) for n in ("e2e", "ttfb", "ttft"))
+    parts: list[tuple[str, float | None]] = [
+        ("connect", setup),
+        ("send", _p50(s, "send")),
+        ("rtt", _p50(s, "rtt")),
+        ("server_wait", _p50(s, "server")),
+    ]
+    if s.spec.streaming and ttft is not None:
+        parts.append(("after_headers", _p50(s, "ttft_after_headers")))
+        parts.append(("response", None if e2e is None else max(e2e.p50_us - ttft.p50_us, 0)))
+    else:
+        parts.append(("response", None if e2e is None or ttfb is None else max(e2e.p50_us - ttfb.p50_us, 0)))
+    return tuple(Component(key, float(us)) for key, us in parts if us is not None)
+
+
+def _p50(s: RunSummary, phase: str) -> int | None:
+    stats = s.phase(phase)
     return None if stats is None else stats.p50_us
-
-
-def _share(part: float | None, whole: float | None) -> float | None:
-    return None if part is None or not whole else round(part / whole, 6)
-
-
-def split(result: RunResult) -> dict[str, object] | None:
-    """Network vs server share of the median request (p50 of each phase), TTFT beside TTFB for
-    streams, and the server-side percentiles beside the client's where /metrics had them."""
-    e2e = _p50(result, "e2e")
-    if e2e is None:
-        return None
-    network, server, ttfb = (_p50(result, p) for p in ("network", "server", "ttfb"))
-    after_headers = None if ttfb is None else max(e2e - ttfb, 0)
-    out: dict[str, object] = {
-        "basis": "p50 of each phase over the successful requests; medians do not add up exactly",
-        "e2e_p50_us": e2e,
-        "rtt_p50_us": _p50(result, "rtt"),
-        "network_p50_us": network,
-        "server_p50_us": server,
-        "after_headers_p50_us": after_headers,
-        "network_share": _share(network, e2e),
-        "server_share": _share(server, e2e),
-        "after_headers_share": _share(after_headers, e2e),
-    }
-    if result.spec.streaming:
-        ttft = result.stats("ttft")
-        ttfb_stats = result.stats("ttfb")
-        after = result.stats("ttft_after_headers")
-        out["stream"] = {
-            "ttfb_p50_us": None if ttfb_stats is None else ttfb_stats.p50_us,
-            "ttfb_p95_us": None if ttfb_stats is None else ttfb_stats.p95_us,
-            "ttft_p50_us": None if ttft is None else ttft.p50_us,
-            "ttft_p95_us": None if ttft is None else ttft.p95_us,
-            "ttft_after_headers_p50_us": None if after is None else after.p50_us,
-            "ttft_after_headers_p95_us": None if after is None else after.p95_us,
-            "network_share_of_ttft": _share(network, None if ttft is None else ttft.p50_us),
-        }
-    out["server_side"] = server_side(result)
-    return out
-
-
-def server_side(result: RunResult) -> dict[str, object] | None:
-    """The server's /metrics percentiles beside the client's; the gap is network + HTTP +
-    framework. None when the run has no scrape at all (an old run file)."""
-    metrics = result.server_metrics
-    if metrics is None:
-        return None
-    if not metrics.get("available"):
-        return {"available": False, "reason": metrics.get("reason")}
-    out: dict[str, object] = {"available": True, "method": INTERPOLATION_NOTE}
-    for key, server in percentiles(metrics).items():
-        client = result.stats(_client_phase(key, result)) if key in ("ttft", "e2e", "itl") else None
-        entry: dict[str, object] = {
-            "metric": server.metric,
-            "count": server.count,
-            "server_p50_us": _round(server.p50_us),
-            "server_p50_bucket_us": _bounds(server.p50_bucket_us),
-            "server_p95_us": _round(server.p95_us),
-            "server_p95_bucket_us": _bounds(server.p95_bucket_us),
-            "server_p95_is_lower_bound": server.p95_open,
-            "server_single_bucket": server.single_bucket,
-            "server_mean_us": _round(server.mean_us),
-        }
-        if client is not None:
-            entry.update(
-                client_p50_us=client.p50_us,
-                client_p95_us=client.p95_us,
-                client_mean_us=_round(client.mean_us),
-                gap_p50_us=_round(client.p50_us - server.p50_us),
-                gap_p95_us=None if server.p95_open else _round(client.p95_us - server.p95_us),
-                # _sum / _count is exact: the mean gap carries no bucket interpolation
-                gap_mean_us=_round(client.mean_us - server.mean_us),
-            )
-        out[key] = entry
-    counters = counter_summary(metrics, result.ok)
-    if counters is not None:  # llama.cpp: counters, not histograms
-        out["counters"] = counters
-    elif len(out) == 2:
-        what = "counters" if metrics.get("counters") else "latency histograms"
-        out["note"] = f"the server's {what} counted no request of this run (this mode does not reach the engine)"
-    return out
-
-
-def _client_phase(key: str, result: RunResult) -> str:
-    """The client phase the server's own histogram measures: in an open loop, from the actual
-    send (the server never sees the time a request waited for the schedule or the cap)."""
-    if result.spec.open_loop and key in ("ttft", "e2e"):
-        return f"{key}_uncorrected"
-    return key
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def _bounds(bucket_us: tuple[float, float]) -> list[float | None]:
-    """A bucket's [low, high] in µs; an infinite bound is None (JSON has no infinity)."""
-    return [None if np.isinf(b) else round(b, 1) for b in bucket_us]
 
 
 # --- TTFT vs HTTP latency -----------------------------------------------------------------
@@ -175,10 +135,13 @@ def load_ttft_ref(text: str) -> TtftReference:
     if path.suffix.lower() == ".csv" or path.is_file():
         return _ttft_from_csv(path)
     if text.strip().replace(".", "", 1).isdigit():
-        raise SpecError(f"--ttft-ref {text!r}: give a unit, e.g. 27ms, or a CSV file")
-    seconds = parse_duration_s(text)
+        raise InputError("ttft_ref", text, "give a unit, e.g. 27ms, or a CSV file")
+    try:
+        seconds = parse_duration_s(text)
+    except SpecError as error:
+        raise InputError("ttft_ref", text, str(error)) from None
     if seconds <= 0:
-        raise SpecError(f"--ttft-ref {text!r}: a TTFT must be > 0")
+        raise InputError("ttft_ref", text, "a TTFT must be > 0")
     return TtftReference(seconds * 1e6, f"--ttft-ref {text}")
 
 
@@ -193,12 +156,12 @@ def _ttft_from_csv(path: Path) -> TtftReference:
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise SpecError(f"--ttft-ref {path}: cannot read it ({error})") from None
+        raise InputError("ttft_ref", str(path), f"cannot read it ({error})") from None
     columns = [c for c in (rows[0].keys() if rows else []) if c and "ttft" in c.lower()]
     columns = [c for c in columns if not any(word in c.lower() for word in _NOT_A_MEDIAN)]
     columns.sort(key=lambda c: 0 if ("p50" in c.lower() or "median" in c.lower()) else 1)
     if not columns:
-        raise SpecError(f"--ttft-ref {path}: no TTFT column (a header containing 'ttft', e.g. ttft_ms)")
+        raise InputError("ttft_ref", str(path), "no TTFT column (a header containing 'ttft', e.g. ttft_ms)")
     column = columns[0]
     name = column.strip().lower()
     scale, unit = next(((s, suffix[1:]) for suffix, s in _UNIT_SUFFIXES if name.endswith(suffix)), (1e3, "ms, assumed"))
@@ -209,143 +172,105 @@ def _ttft_from_csv(path: Path) -> TtftReference:
             try:
                 values.append(float(cell) * scale)
             except ValueError:
-                raise SpecError(f"--ttft-ref {path}: {cell!r} in column {column} is not a number") from None
+                raise InputError("ttft_ref", str(path), f"{cell!r} in column {column} is not a number") from None
     values = [v for v in values if v > 0]
     if not values:
-        raise SpecError(f"--ttft-ref {path}: column {column} has no positive value")
+        raise InputError("ttft_ref", str(path), f"column {column} has no positive value")
     return TtftReference(float(np.median(values)), f"median of {len(values)} values of column {column} ({unit}) in {path}")
 
 
 @dataclass(frozen=True)
-class Component:
-    """One part of the baseline's HTTP wall time (µs, p50 unless said otherwise)."""
-
-    key: str
-    us: float
-
-
-#: where a baseline request's time goes; "connect" is amortised over reused connections
-COMPONENT_KEYS = ("connect", "send", "rtt", "server_wait", "response")
-
-
-@dataclass(frozen=True)
 class TtftVsHttp:
-    # warm TTFT: the reference when given, else the streaming run at concurrency 1
+    #: warm TTFT: the reference when given, else the p50 of the streaming run at concurrency 1
     ttft_us: float | None
     ttft_source: str | None
-    measured_ttft: RunResult | None
-    # the HTTP path alone: the baseline run at concurrency 1
-    baseline: RunResult | None
+    baseline_mode: str | None
+    #: the HTTP path alone: the baseline run at concurrency 1
     baseline_p50_us: float | None
     baseline_p95_us: float | None
     overhead_us: float | None
-    #: "baseline": the baseline's wall time; "server_gap": client TTFT - server-side TTFT
-    overhead_source: str | None
-    share: float | None
+    overhead_source: OverheadSource | None
+    overhead_share_of_ttft: float | None
     verdict: Verdict | None
-    components: tuple[Component, ...]
-    carrier: Component | None
-    #: the measured streaming run's server-side TTFT (/metrics), and client mean - server mean
-    #: (exact: _sum / _count needs no bucket interpolation)
-    server_ttft: ServerPercentiles | None
-    server_gap_us: float | None
+    #: where the baseline's time goes (µs by part), and the largest part
+    baseline_components_us: dict[str, float]
+    carrier: str | None
+    #: the measured streaming run's server-side TTFT mean (/metrics), and client - server (means)
+    server_ttft_mean_us: float | None
+    client_minus_server_ttft_mean_us: float | None
     #: why a piece is missing, in words a report can print
     missing: tuple[str, ...]
+    ttft_origin: TtftOrigin | None = field(default=None, metadata=NOT_SERIALISED)
+    #: the streaming run at concurrency 1 (when it has TTFT values), and the baseline run
+    measured: RunSummary | None = field(default=None, metadata=NOT_SERIALISED)
+    baseline: RunSummary | None = field(default=None, metadata=NOT_SERIALISED)
+    #: the measured run's server-side TTFT histogram, as its summary holds it
+    server_ttft: ServerEntry | None = field(default=None, metadata=NOT_SERIALISED)
 
 
-def sorted_runs(results: Sequence[RunResult]) -> list[RunResult]:
-    """Runs in report order: by mode (as MODES lists them), closed loop first, then load."""
-    return sorted(
-        results,
-        key=lambda r: (
-            MODES.index(r.spec.mode) if r.spec.mode in MODES else len(MODES),
-            r.spec.open_loop,
-            r.spec.concurrency,
-            r.spec.rate or 0.0,
-        ),
-    )
-
-
-def _find(results: Sequence[RunResult], modes: Sequence[str], concurrency: int = 1) -> RunResult | None:
+def _find(runs: Sequence[RunSummary], modes: Sequence[str], concurrency: int = 1) -> RunSummary | None:
     """The first closed-loop run, in the order of `modes`, at this concurrency, that has e2e values."""
     for mode in modes:
-        for result in results:
-            spec = result.spec
-            if spec.mode == mode and not spec.open_loop and spec.concurrency == concurrency and result.ok:
-                return result
+        for s in runs:
+            if s.spec.mode == mode and not s.spec.open_loop and s.spec.concurrency == concurrency and s.ok:
+                return s
     return None
 
 
-def baseline_components(result: RunResult) -> tuple[Component, ...]:
-    """The baseline request's wall time in parts: connection setup amortised over all requests
-    (reused connections have none), send, RTT, server wait (framework + handler), response."""
-    ok = result.ok or 1
-    setup = 0.0
-    for phase in ("dns", "connect", "tls"):
-        stats = result.stats(phase)
-        if stats is not None:
-            setup += stats.mean_us * stats.count / ok
-    e2e, ttfb = _p50(result, "e2e"), _p50(result, "ttfb")
-    parts = [
-        ("connect", setup),
-        ("send", _p50(result, "send")),
-        ("rtt", _p50(result, "rtt")),
-        ("server_wait", _p50(result, "server")),
-        ("response", None if e2e is None or ttfb is None else max(e2e - ttfb, 0)),
-    ]
-    return tuple(Component(key, float(us)) for key, us in parts if us is not None)
-
-
-def ttft_vs_http(results: Sequence[RunResult], ttft_ref: TtftReference | None = None) -> TtftVsHttp:
+def ttft_vs_http(runs: Sequence[RunSummary], ttft_ref: TtftReference | None = None) -> TtftVsHttp:
     missing: list[str] = []
-    stream = _find(results, STREAMING_MODES)
-    ttft_stats = None if stream is None else stream.stats("ttft")
+    stream = _find(runs, STREAMING_MODES)
+    ttft_stats = None if stream is None else stream.phase("ttft")
+    origin: TtftOrigin | None = None
     if ttft_ref is not None:
-        ttft_us, ttft_source = ttft_ref.ttft_us, ttft_ref.source
+        ttft_us, ttft_source, origin = ttft_ref.ttft_us, ttft_ref.source, TtftOrigin.REFERENCE
     elif ttft_stats is not None and stream is not None:
-        ttft_us = float(ttft_stats.p50_us)
+        ttft_us, origin = float(ttft_stats.p50_us), TtftOrigin.MEASURED
         ttft_source = f"p50 of {stream.spec.mode} at concurrency 1"
     else:
         ttft_us = ttft_source = None
         missing.append("no warm TTFT: no successful completions or chat run at concurrency 1, and no --ttft-ref")
 
-    server_ttft = percentiles(stream.server_metrics).get("ttft") if stream is not None else None
-    server_gap = None
-    if server_ttft is not None and ttft_stats is not None:
-        server_gap = ttft_stats.mean_us - server_ttft.mean_us
+    side = None if stream is None or stream.split is None else stream.split.server_side
+    server_ttft = None if side is None else side.metrics.get("ttft")
+    server_gap = None if server_ttft is None or server_ttft.client is None else server_ttft.client.gap_mean_us
 
-    baseline = _find(results, BASELINE_MODES)
+    baseline = _find(runs, BASELINE_MODES)
     components: tuple[Component, ...] = ()
     baseline_p50 = baseline_p95 = overhead = None
     overhead_source = None
     if baseline is not None:
-        e2e = baseline.stats("e2e")
+        e2e = baseline.phase("e2e")
         assert e2e is not None  # ok > 0
         baseline_p50, baseline_p95 = float(e2e.p50_us), float(e2e.p95_us)
-        overhead, overhead_source = baseline_p50, "baseline"
-        components = baseline_components(baseline)
+        overhead, overhead_source = baseline_p50, OverheadSource.BASELINE
+        components = request_parts(baseline)
     else:
         missing.append("no baseline run: health, models or get at concurrency 1")
         if server_gap is not None:
-            overhead, overhead_source = max(server_gap, 0.0), "server_gap"
+            overhead, overhead_source = max(server_gap, 0.0), OverheadSource.SERVER_GAP
 
     share = None if overhead is None or not ttft_us else overhead / ttft_us
+    carrier = max(components, key=lambda c: c.us) if components else None
     return TtftVsHttp(
         ttft_us=ttft_us,
         ttft_source=ttft_source,
-        measured_ttft=stream if ttft_stats is not None else None,
-        baseline=baseline,
+        baseline_mode=None if baseline is None else baseline.spec.mode,
         baseline_p50_us=baseline_p50,
         baseline_p95_us=baseline_p95,
         overhead_us=overhead,
         overhead_source=overhead_source,
-        share=share,
+        overhead_share_of_ttft=share,
         verdict=None if share is None else verdict_for(share),
-        components=components,
-        carrier=max(components, key=lambda c: c.us) if components else None,
-        server_ttft=server_ttft,
-        server_gap_us=server_gap,
+        baseline_components_us={c.key: c.us for c in components},
+        carrier=None if carrier is None else carrier.key,
+        server_ttft_mean_us=None if server_ttft is None else server_ttft.server_mean_us,
+        client_minus_server_ttft_mean_us=server_gap,
         missing=tuple(missing),
+        ttft_origin=origin,
+        measured=stream if ttft_stats is not None else None,
+        baseline=baseline,
+        server_ttft=server_ttft,
     )
 
 
@@ -354,93 +279,82 @@ def ttft_vs_http(results: Sequence[RunResult], ttft_ref: TtftReference | None = 
 
 @dataclass(frozen=True)
 class MedianDiff:
-    """quantile(b) - quantile(a) (the median unless `quantile` says otherwise) with a bootstrap
-    confidence interval, in the samples' unit."""
+    """median(b) - median(a) from the histograms (the quantile `quantile`, the median unless
+    said otherwise), with a bootstrap confidence interval from per-request samples, in µs."""
 
     diff: float
     low: float
     high: float
     median_a: float
     median_b: float
+    #: the per-request samples the interval was resampled from
     n_a: int
     n_b: int
     confidence: float
     resamples: int
     seed: int
-    quantile: float = 0.5
-
-    @property
-    def significant(self) -> bool:
-        """The interval excludes 0."""
-        return self.low > 0 or self.high < 0
+    quantile: float
+    #: the interval excludes 0
+    significant: bool
 
 
-def bootstrap_median_diff(
+def bootstrap_interval(
     a: np.ndarray | Sequence[float],
     b: np.ndarray | Sequence[float],
+    quantile: float = 0.5,
     resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = 0,
-    quantile: float = 0.5,
-) -> MedianDiff:
-    """Percentile bootstrap of quantile(b) - quantile(a), the median by default: both samples
-    resampled independently with replacement, seeded, so the same data always gives the same
-    interval."""
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of quantile(b) - quantile(a), the quantile as hdrh defines
+    it (the value at rank max(round(q n), 1), no interpolation): both samples resampled
+    independently with replacement, seeded, so the same data always gives the same interval.
+    Given samples in the histograms' resolution (`histograms.equivalent_us`), it is the
+    interval of the very statistic the histograms report."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
-        raise ValueError("bootstrap_median_diff needs two non-empty samples")
+        raise ValueError("bootstrap_interval needs two non-empty samples")
     rng = np.random.default_rng(seed)
     resampled_a = _resampled_quantiles(np.sort(a), quantile, resamples, rng)
     diffs = _resampled_quantiles(np.sort(b), quantile, resamples, rng) - resampled_a
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(diffs, [tail, 1.0 - tail])
-    value_a, value_b = float(np.quantile(a, quantile)), float(np.quantile(b, quantile))
+    return float(low), float(high)
+
+
+def median_diff(
+    point_a: float,
+    point_b: float,
+    a: np.ndarray,
+    b: np.ndarray,
+    quantile: float = 0.5,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> MedianDiff:
+    """The difference of two point estimates (the histograms'), with the interval from `a`, `b`."""
+    low, high = bootstrap_interval(a, b, quantile, resamples, confidence, seed)
     return MedianDiff(
-        diff=value_b - value_a,
-        low=float(low),
-        high=float(high),
-        median_a=value_a,
-        median_b=value_b,
-        n_a=int(a.size),
-        n_b=int(b.size),
-        confidence=confidence,
-        resamples=resamples,
-        seed=seed,
-        quantile=quantile,
-    )
+        diff=point_b - point_a, low=low, high=high, median_a=point_a, median_b=point_b,
+        n_a=int(np.size(a)), n_b=int(np.size(b)), confidence=confidence, resamples=resamples, seed=seed,
+        quantile=quantile, significant=low > 0 or high < 0,
+    )  # fmt: skip
 
 
 def _resampled_quantiles(ordered: np.ndarray, q: float, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """`resamples` draws of np.quantile(resample, q) (linear method), each resample n values
-    drawn with replacement from `ordered` (sorted), in O(resamples) instead of O(resamples x n).
+    """`resamples` draws of the q-quantile (hdrh's: the k-th smallest value, k = rank(n, q)) of
+    a resample of n values drawn with replacement from `ordered` (sorted), in O(resamples)
+    instead of O(resamples x n).
 
     Exact, not an approximation: a resample is x[ceil(n U_i) - 1] for n uniforms U_i, so its
     k-th smallest value is x[ceil(n U_(k)) - 1], and the k-th order statistic of n uniforms is
-    Beta(k, n + 1 - k). The next one, given U_(k), is the smallest of n - k uniforms on
-    (U_(k), 1): U_(k) + (1 - U_(k)) Beta(1, n - k). np.quantile interpolates between the two.
+    Beta(k, n + 1 - k).
     """
     n = ordered.size
-    position = (n - 1) * q
-    k = int(np.floor(position))  # 0-based: the k+1-th smallest value
-    fraction = position - k
-    first = rng.beta(k + 1, n - k, resamples)
-    low = ordered[np.clip(np.ceil(n * first).astype(np.int64), 1, n) - 1]
-    if fraction == 0 or k + 1 >= n:
-        return low
-    second = first + (1.0 - first) * rng.beta(1, n - k - 1, resamples)
-    high = ordered[np.clip(np.ceil(n * second).astype(np.int64), 1, n) - 1]
-    return low + fraction * (high - low)
-
-
-def per_request_us(result: RunResult, phase: str) -> np.ndarray:
-    """One phase's value for every successful kept record (µs); empty when records are absent."""
-    records = result.records
-    ok, events = select(records, result.events, records["error_class"] == Outcome.OK)
-    if len(ok) == 0:
-        return np.zeros(0, dtype=np.int64)
-    values = derive(ok, events, open_loop=result.spec.open_loop).values_us[phase]
-    return values[values >= 0]
+    k = min(rank(n, q * 100), n)
+    kth = rng.beta(k, n + 1 - k, resamples)
+    return ordered[np.clip(np.ceil(n * kth).astype(np.int64), 1, n) - 1]
 
 
 @dataclass(frozen=True)
@@ -448,49 +362,54 @@ class ConcurrencyEffect:
     mode: str
     #: "e2e" (wall time) or "ttft"
     phase: str
-    base_concurrency: int
     concurrency: int
-    diff: MedianDiff | None  # µs; None when it could not be tested
-    reason: str | None = None
+    base_concurrency: int
+    #: why it could not be tested; None when it was
+    reason: str | None = field(default=None, metadata=OMIT_NONE)
+    diff: MedianDiff | None = field(default=None, metadata={**FLATTEN, **OMIT_NONE})
 
 
-#: concurrency is compared on these phases: wall time always, TTFT for streams
-EFFECT_PHASES = ("e2e", "ttft")
+@dataclass(frozen=True)
+class ConcurrencyEffects:
+    method: str
+    effects: tuple[ConcurrencyEffect, ...]
 
 
-def concurrency_effects(
-    results: Sequence[RunResult], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> list[ConcurrencyEffect]:
+def concurrency_effects(runs: Sequence[Run], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> ConcurrencyEffects:
     """Every closed-loop run at concurrency > 1 against the same mode at concurrency 1."""
     effects: list[ConcurrencyEffect] = []
-    closed = [r for r in results if not r.spec.open_loop]
-    modes = list(dict.fromkeys(r.spec.mode for r in closed))
-    for mode in modes:
-        runs = sorted((r for r in closed if r.spec.mode == mode), key=lambda r: r.spec.concurrency)
-        base = next((r for r in runs if r.spec.concurrency == 1), None)
-        for other in (r for r in runs if r.spec.concurrency > 1):
+    closed = [r for r in runs if not r.spec.open_loop]
+    for mode in dict.fromkeys(r.spec.mode for r in closed):
+        mine = sorted((r for r in closed if r.spec.mode == mode), key=lambda r: r.spec.concurrency)
+        base = next((r for r in mine if r.spec.concurrency == 1), None)
+        for other in (r for r in mine if r.spec.concurrency > 1):
             for phase in EFFECT_PHASES:
                 if phase == "ttft" and mode not in STREAMING_MODES:
                     continue
                 effects.append(_effect(base, other, phase, resamples, seed))
-    return effects
+    method = (
+        f"median(c) - median(c=1) of the histograms; bootstrap {CONFIDENCE * 100:.0f} % CI on the per-request "
+        f"records, {resamples} resamples, seed {seed}"
+    )
+    return ConcurrencyEffects(method, tuple(effects))
 
 
-def _effect(base: RunResult | None, other: RunResult, phase: str, resamples: int, seed: int) -> ConcurrencyEffect:
+def _effect(base: Run | None, other: Run, phase: str, resamples: int, seed: int) -> ConcurrencyEffect:
     mode, c = other.spec.mode, other.spec.concurrency
     if base is None:
-        return ConcurrencyEffect(mode, phase, 1, c, None, f"no {mode} run at concurrency 1 to compare with")
-    samples = []
+        return ConcurrencyEffect(mode, phase, c, 1, f"no {mode} run at concurrency 1 to compare with")
     for run in (base, other):
-        values = per_request_us(run, phase)
-        if len(run.records) == 0:
-            reason = f"the {mode} c={run.spec.concurrency} run kept no per-request records"
-            return ConcurrencyEffect(mode, phase, 1, c, None, reason)
-        if values.size < MIN_SAMPLES:
+        if len(run.result.records) == 0:
+            return ConcurrencyEffect(mode, phase, c, 1, f"the {mode} c={run.spec.concurrency} run kept no per-request records")
+        values = run.values_us(phase)
+        if values.size < MIN_SAMPLES or run.summary.phase(phase) is None:
             reason = f"the {mode} c={run.spec.concurrency} run has {values.size} {phase} values (fewer than {MIN_SAMPLES})"
-            return ConcurrencyEffect(mode, phase, 1, c, None, reason)
-        samples.append(values)
-    return ConcurrencyEffect(mode, phase, 1, c, bootstrap_median_diff(samples[0], samples[1], resamples, CONFIDENCE, seed))
+            return ConcurrencyEffect(mode, phase, c, 1, reason)
+    a, b = base.summary.phase(phase), other.summary.phase(phase)
+    assert a is not None and b is not None
+    samples = (equivalent_us(base.values_us(phase)), equivalent_us(other.values_us(phase)))
+    diff = median_diff(a.p50_us, b.p50_us, *samples, 0.5, resamples, CONFIDENCE, seed)
+    return ConcurrencyEffect(mode, phase, c, 1, diff=diff)
 
 
 # --- the rule of thumb --------------------------------------------------------------------
@@ -501,16 +420,16 @@ class RuleOfThumb:
     """What the generated rule of thumb says, as numbers; None fields mean "not known"."""
 
     verdict: Verdict | None
-    overhead_us: float | None
-    #: "baseline" or "server_gap", as in TtftVsHttp
-    overhead_source: str | None
-    ttft_us: float | None
-    share: float | None
-    carrier: Component | None
+    overhead_us: float | None = field(metadata=NOT_SERIALISED)
+    overhead_source: OverheadSource | None = field(metadata=NOT_SERIALISED)
+    ttft_us: float | None = field(metadata=NOT_SERIALISED)
+    share: float | None = field(metadata=NOT_SERIALISED)
+    #: the part of the baseline that carries the overhead
+    carrier: str | None = field(metadata=NOT_SERIALISED)
     #: the effect of the highest concurrency on TTFT (streams) or wall time, when tested
-    concurrency: ConcurrencyEffect | None
+    concurrency: ConcurrencyEffect | None = field(metadata=NOT_SERIALISED)
     #: why no verdict could be given
-    missing: tuple[str, ...]
+    missing: tuple[str, ...] = field(metadata=NOT_SERIALISED)
 
 
 def rule_of_thumb(comparison: TtftVsHttp, effects: Sequence[ConcurrencyEffect]) -> RuleOfThumb:
@@ -519,14 +438,37 @@ def rule_of_thumb(comparison: TtftVsHttp, effects: Sequence[ConcurrencyEffect]) 
         e for e in tested if e.phase == "e2e" and e.mode in STREAMING_MODES
     ] or tested
     highest = max(preferred, key=lambda e: e.concurrency, default=None)
-    missing = comparison.missing if comparison.verdict is None else ()
     return RuleOfThumb(
         verdict=comparison.verdict,
         overhead_us=comparison.overhead_us,
         overhead_source=comparison.overhead_source,
         ttft_us=comparison.ttft_us,
-        share=comparison.share,
+        share=comparison.overhead_share_of_ttft,
         carrier=comparison.carrier,
         concurrency=highest,
-        missing=missing,
+        missing=comparison.missing if comparison.verdict is None else (),
     )
+
+
+# --- all of it ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Analysis:
+    ttft_vs_http: TtftVsHttp
+    concurrency: ConcurrencyEffects
+    rule_of_thumb: RuleOfThumb
+    #: the runs analysed, in report order
+    runs: tuple[RunSummary, ...] = field(metadata=NOT_SERIALISED)
+    resamples: int = field(default=BOOTSTRAP_RESAMPLES, metadata=NOT_SERIALISED)
+    seed: int = field(default=0, metadata=NOT_SERIALISED)
+
+
+def analyse(
+    runs: Sequence[Run], ttft_ref: TtftReference | None = None, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> Analysis:
+    ordered = sorted_runs(runs)
+    summaries = tuple(r.summary for r in ordered)
+    comparison = ttft_vs_http(summaries, ttft_ref)
+    effects = concurrency_effects(ordered, resamples, seed)
+    return Analysis(comparison, effects, rule_of_thumb(comparison, effects.effects), summaries, resamples, seed)

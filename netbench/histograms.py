@@ -1,23 +1,39 @@
-"""Per-phase HDR histograms with shared bounds: bulk recording, encode/merge, overflow counts.
+"""Per-phase HDR histograms with shared bounds: bulk recording, encode/add, overflow counts, and
+the one query that turns a histogram into the statistics every output shows (`PhaseStats`).
 
-Recording is separate from querying (as in HdrHistogram itself): workers call
-`record_many` with numpy arrays of µs durations; the parent decodes and adds; reports ask
-`stats`. Values above the shared upper bound are counted as overflow, never dropped silently.
+Recording is separate from querying (as in HdrHistogram itself): workers call `record_many`
+with numpy arrays of µs durations; the parent decodes and adds; the run summary asks `stats`
+once per phase. Values above the shared upper bound are counted as overflow, never dropped
+silently; a phase name this netbench does not know is an error, never dropped silently.
+
+Queries go through hdrh's public API only: percentiles are hdrh's own
+`get_percentile_to_value_dict` (one pass for every percentile); the mean is hdrh's definition
+(each bucket at its median equivalent value) over a `BucketView`, the non-empty buckets read
+once through `get_count_at_index` and the equivalent-value functions, because hdrh's own
+`get_mean_value` walks a pure-Python iterator (40 ms a histogram, measured).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from netbench.phases import PHASE_NAMES
+from netbench.serial import NOT_SERIALISED, rounded
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
+#: the percentiles every output shows
 PERCENTILES = (50.0, 95.0, 99.0)
+#: also computed in the same pass, for SLO gates (`ttft.p90<...`, `e2e.p999<...`)
+GATE_PERCENTILES = (90.0, 99.9)
+
+
+class UnknownPhaseError(ValueError):
+    """A histogram under a phase name this netbench does not know (a newer run file, a typo)."""
 
 
 def new_histogram() -> HdrHistogram:
@@ -26,15 +42,76 @@ def new_histogram() -> HdrHistogram:
 
 @dataclass(frozen=True)
 class PhaseStats:
-    """What a report shows of one phase, in µs."""
+    """What the outputs show of one phase, in µs: THE point estimates (there is no other median)."""
 
     count: int
     p50_us: int
     p95_us: int
     p99_us: int
     max_us: int
-    min_us: int
-    mean_us: float
+    #: hdrh's mean; written to 0.1 µs (far finer than the histogram's 3 significant digits)
+    mean_us: float = field(metadata=rounded(1))
+    p90_us: int = field(default=0, metadata=NOT_SERIALISED)
+    p999_us: int = field(default=0, metadata=NOT_SERIALISED)
+
+
+@dataclass(frozen=True)
+class BucketView:
+    """The non-empty buckets of one histogram: lowest and highest equivalent value, count."""
+
+    lowest_us: np.ndarray
+    highest_us: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, histogram: HdrHistogram) -> BucketView:
+        # Only the indices from the smallest to the largest value recorded can hold a count:
+        # a few hundred for most phases, of the ~23,000 a histogram has.
+        if histogram.total_count == 0:
+            return cls(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+        first = histogram.get_counts_array_index(histogram.get_min_value())
+        last = histogram.get_counts_array_index(histogram.get_max_value())
+        counts = np.fromiter((histogram.get_count_at_index(i) for i in range(first, last + 1)), dtype=np.int64)
+        index = np.flatnonzero(counts)
+        values = [histogram.get_value_from_index(first + int(i)) for i in index]
+        lowest = np.array([histogram.get_lowest_equivalent_value(v) for v in values], dtype=np.int64)
+        highest = np.array([histogram.get_highest_equivalent_value(v) for v in values], dtype=np.int64)
+        return cls(lowest, highest, counts[index])
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def mean_us(self) -> float:
+        """hdrh's get_mean_value: each bucket counted at its median equivalent value."""
+        median = self.lowest_us + ((self.highest_us - self.lowest_us + 1) >> 1)
+        return float(np.sum(median * self.counts) / self.total) if self.total else 0.0
+
+    def cdf_ms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(highest equivalent value in ms, share of values at or below it) of every bucket."""
+        return self.highest_us / 1000, np.cumsum(self.counts) / max(self.total, 1)
+
+
+_REFERENCE = new_histogram()  # only its equivalent-value arithmetic is used
+
+
+def equivalent_us(values_us: np.ndarray) -> np.ndarray:
+    """Each value as the histograms resolve it: the highest value equivalent to it (what a
+    percentile of a histogram reports), so that statistics of samples match the histograms'."""
+    values = np.asarray(values_us, dtype=np.int64)
+    distinct, inverse = np.unique(values, return_inverse=True)
+    mapped = np.array([_REFERENCE.get_highest_equivalent_value(v) for v in distinct.tolist()], dtype=np.int64)
+    return mapped[inverse].reshape(values.shape)
+
+
+def rank(count: int, percentile: float) -> int:
+    """hdrh's rank of a percentile among `count` values (1-based): max(round(p count / 100), 1)."""
+    return max(int(min(percentile, 100.0) * count / 100 + 0.5), 1)
+
+
+def _check(name: str) -> None:
+    if name not in PHASE_NAMES:
+        raise UnknownPhaseError(f"unknown phase {name!r} (this netbench knows {', '.join(PHASE_NAMES)})")
 
 
 class PhaseHistograms:
@@ -46,6 +123,7 @@ class PhaseHistograms:
 
     def record_many(self, name: str, values_us: np.ndarray) -> None:
         """Record every value >= 0 (negative means 'does not apply')."""
+        _check(name)
         values = values_us[values_us >= 0]
         if values.size == 0:
             return
@@ -75,10 +153,19 @@ class PhaseHistograms:
     def add_encoded(self, encoded: dict[str, object]) -> None:
         """Merge another set's `encode()` output into this one (lossless)."""
         for name, text in encoded.get("histograms", {}).items():  # type: ignore[union-attr]
-            if name in self.histograms:
-                self.histograms[name].decode_and_add(text)
+            _check(name)
+            self.histograms[name].decode_and_add(text)
         for name, count in encoded.get("overflow", {}).items():  # type: ignore[union-attr]
-            self.overflow[name] = self.overflow.get(name, 0) + int(count)
+            _check(name)
+            self.overflow[name] += int(count)
+
+    def add(self, other: PhaseHistograms) -> None:
+        """Add another set's counts into this one (hdrh's add: no re-encoding)."""
+        for name, histogram in other.histograms.items():
+            if histogram.total_count:
+                self.histograms[name].add(histogram)
+        for name, count in other.overflow.items():
+            self.overflow[name] += count
 
     @classmethod
     def decode(cls, encoded: dict[str, object]) -> PhaseHistograms:
@@ -87,53 +174,20 @@ class PhaseHistograms:
         return merged
 
     def stats(self, name: str) -> PhaseStats | None:
-        """Percentiles of one phase; None when it has no value (the phase does not apply)."""
+        """The statistics of one phase; None when it has no value (the phase does not apply).
+        The run summary calls this once per phase: every output reads the summary."""
         histogram = self.histograms[name]
         count = histogram.total_count
         if count == 0:
             return None
-        p50, p95, p99 = percentiles_us(histogram, PERCENTILES)
+        at = histogram.get_percentile_to_value_dict([*PERCENTILES, *GATE_PERCENTILES])
         return PhaseStats(
             count=count,
-            p50_us=p50,
-            p95_us=p95,
-            p99_us=p99,
+            p50_us=at[50.0],
+            p95_us=at[95.0],
+            p99_us=at[99.0],
             max_us=histogram.get_max_value(),
-            min_us=histogram.get_min_value(),
-            mean_us=mean_us(histogram),
+            mean_us=BucketView.of(histogram).mean_us(),
+            p90_us=at[90.0],
+            p999_us=at[99.9],
         )
-
-
-def _recorded(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lowest equivalent value, size of its equivalent range, count) of every non-empty bucket.
-
-    hdrh walks its ~23,000 counts in pure Python for each percentile (0.1 s a call); this is
-    the same bucket arithmetic over the counts array, vectorised."""
-    counts = np.ctypeslib.as_array(histogram.counts)
-    index = np.flatnonzero(counts)
-    half_count = histogram.sub_bucket_half_count
-    bucket = (index >> histogram.sub_bucket_half_count_magnitude) - 1
-    sub_bucket = (index & (half_count - 1)) + half_count
-    first = bucket < 0
-    sub_bucket = np.where(first, sub_bucket - half_count, sub_bucket)
-    bucket = np.where(first, 0, bucket) + histogram.unit_magnitude
-    lowest = sub_bucket.astype(np.int64) << bucket
-    return lowest, np.int64(1) << bucket, counts[index].astype(np.int64)
-
-
-def percentiles_us(histogram: HdrHistogram, percentiles: tuple[float, ...]) -> list[int]:
-    """hdrh's get_value_at_percentile for several percentiles at once (same results)."""
-    lowest, size, counts = _recorded(histogram)
-    cumulative = np.cumsum(counts)
-    out = []
-    for percentile in percentiles:
-        target = max(int(min(percentile, 100.0) * histogram.total_count / 100 + 0.5), 1)
-        at = int(np.searchsorted(cumulative, target))
-        out.append(int(lowest[at] + size[at] - 1) if percentile else int(lowest[at]))
-    return out
-
-
-def mean_us(histogram: HdrHistogram) -> float:
-    """hdrh's get_mean_value: each bucket counted at its median equivalent value."""
-    lowest, size, counts = _recorded(histogram)
-    return float(np.sum((lowest + (size >> 1)) * counts) / histogram.total_count)

@@ -1,28 +1,32 @@
 """Did the run offer the load it was asked for, and was the client the bottleneck?
 
-Pure judgements over a `RunResult` (fresh, loaded from a run file, or merged), shared by the
-runner (which turns them into notes, so every output carries them), the JSON summary and
-`netbench merge` (which recomputes them for the merged run):
+Pure judgements over what a run recorded (its spec, counters and workers; fresh, loaded from a
+run file, or merged), made once by the run summary (`summary.summarize`) for every output:
 
-- achieved vs requested rate of an open-loop run;
+- achieved vs requested rate of an open-loop run (`OfferedLoad`);
 - the in-flight cap: requests that fell due while every slot was busy waited for it. That is
   the server not keeping up with the rate at that many requests in flight, not the client;
 - client-bound: a worker used more than 90 % of a CPU, or schedule lag p99 was above
-  `pacing.LATE_START_US` (10 ms) on the requests that had a free slot.
+  `pacing.LATE_START_US` (10 ms) on the requests that had a free slot;
+- the per-host view (`HostLoad`): one overloaded host in a spread-out run (the Ray backend).
+  A host is flagged client-bound as its workers are: each worker drives its requests from one
+  CPU, so one starved worker delays its own requests whatever the others do; the flag follows
+  the host's busiest worker, not its mean.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from netbench.pacing import LATE_START_US
-from netbench.results import RunResult
+from netbench.results import WorkerInfo
+from netbench.serial import rounded
+from netbench.spec import RunSpec
 
 CPU_BOUND_PERCENT = 90.0
 #: more late starts than this share of the requests that had a free slot: lag p99 > LATE_START_US
 LATE_SHARE = 0.01
-CLIENT_BOUND_PREFIX = "client-bound: "
-CAP_PREFIX = "in-flight cap reached: "
 
 
 @dataclass(frozen=True)
@@ -30,38 +34,25 @@ class OfferedLoad:
     """An open-loop run's rate as requested and as sent, and what held starts back."""
 
     requested_rps: float
-    arrival: str
     #: the seeded schedule's own rate: a Poisson schedule's differs from the requested one by chance
-    scheduled_rps: float | None
+    scheduled_rps: float | None = field(metadata=rounded(2))
     #: requests started per second over the span of sending (None when too short to tell)
-    sent_rps: float | None
+    sent_rps: float | None = field(metadata=rounded(2))
+    arrival: str
     sent: int
+    #: the in-flight cap (--max-concurrency; default max(256, --concurrency))
     max_in_flight: int
     #: requests that fell due while every in-flight slot was busy
     cap_delayed: int
     #: requests with a free slot that still started more than LATE_START_US late
     late_starts: int
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "requested_rps": self.requested_rps,
-            "scheduled_rps": None if self.scheduled_rps is None else round(self.scheduled_rps, 2),
-            "sent_rps": None if self.sent_rps is None else round(self.sent_rps, 2),
-            "arrival": self.arrival,
-            "sent": self.sent,
-            "max_in_flight": self.max_in_flight,
-            "cap_delayed": self.cap_delayed,
-            "late_starts": self.late_starts,
-            "late_start_bound_us": LATE_START_US,
-        }
+    late_start_bound_us: int = LATE_START_US
 
 
-def offered_load(result: RunResult) -> OfferedLoad | None:
+def offered_load(spec: RunSpec, counters: Mapping[str, int]) -> OfferedLoad | None:
     """None for closed-loop runs."""
-    spec = result.spec
     if not spec.open_loop or spec.rate is None:
         return None
-    counters = result.counters
     sent = counters.get("sent", 0)
     schedules = counters.get("open_loop_workers", 0)
 
@@ -72,9 +63,9 @@ def offered_load(result: RunResult) -> OfferedLoad | None:
 
     return OfferedLoad(
         requested_rps=spec.rate,
-        arrival=spec.arrival,
         scheduled_rps=rate_over("schedule_span_us"),
         sent_rps=rate_over("send_span_us"),
+        arrival=spec.arrival,
         sent=sent,
         max_in_flight=spec.in_flight,
         cap_delayed=counters.get("cap_delayed", 0),
@@ -82,14 +73,13 @@ def offered_load(result: RunResult) -> OfferedLoad | None:
     )
 
 
-def client_bound_reasons(result: RunResult) -> list[str]:
+def client_bound_reasons(workers: Sequence[WorkerInfo], load: OfferedLoad | None) -> list[str]:
     """Why the client, not the server, may have limited the run; empty when it did not."""
     reasons = [
         f"worker {w.index} on {w.host} used {w.cpu_percent:.0f} % of a CPU (above {CPU_BOUND_PERCENT:.0f} %)"
-        for w in result.workers
+        for w in workers
         if w.cpu_percent > CPU_BOUND_PERCENT
     ]
-    load = offered_load(result)
     if load is not None:
         on_time_candidates = load.sent - load.cap_delayed
         if on_time_candidates and load.late_starts > LATE_SHARE * on_time_candidates:
@@ -100,20 +90,58 @@ def client_bound_reasons(result: RunResult) -> list[str]:
     return reasons
 
 
-def load_notes(result: RunResult) -> list[str]:
+def load_notes(load: OfferedLoad | None, client_bound: Sequence[str]) -> list[str]:
     """The notes every output carries about the load actually offered."""
-    notes = [f"{CLIENT_BOUND_PREFIX}{reason}; latencies include client delays" for reason in client_bound_reasons(result)]
-    load = offered_load(result)
+    notes = [f"client-bound: {reason}; latencies include client delays" for reason in client_bound]
     if load is not None and load.cap_delayed:
         sent = f"{load.sent_rps:.1f}/s" if load.sent_rps is not None else "fewer"
         notes.append(
-            f"{CAP_PREFIX}{load.cap_delayed} of {load.sent} requests waited for one of the "
+            f"in-flight cap reached: {load.cap_delayed} of {load.sent} requests waited for one of the "
             f"{load.max_in_flight} slots (--max-concurrency): the server did not keep up with "
             f"{load.requested_rps:g}/s; {sent} were sent, and the wait is in ttfb/ttft/e2e (from the intended send time)"
         )
     return notes
 
 
-def is_load_note(note: str) -> bool:
-    """A note `load_notes` wrote (merge drops these and recomputes them)."""
-    return note.startswith((CLIENT_BOUND_PREFIX, CAP_PREFIX))
+@dataclass(frozen=True)
+class HostLoad:
+    host: str
+    workers: int
+    #: workers that returned an error instead of (or with part of) their share
+    failed_workers: int
+    requests: int
+    #: the host's requests over its own span (first start to last finish of its workers)
+    achieved_rps: float = field(metadata=rounded(2))
+    #: CPU time over measured time, over the host's workers (100 = each worker one busy CPU)
+    cpu_percent: float = field(metadata=rounded(1))
+    #: the busiest worker's
+    max_cpu_percent: float = field(metadata=rounded(1))
+    client_bound: bool
+
+
+def host_loads(workers: Sequence[WorkerInfo]) -> list[HostLoad]:
+    """One entry per host, in the order the hosts first appear among the workers."""
+    by_host: dict[str, list[WorkerInfo]] = {}
+    for w in workers:
+        by_host.setdefault(w.host, []).append(w)
+    loads = []
+    for host, mine in by_host.items():
+        measured = [w for w in mine if w.elapsed_s > 0]
+        requests = sum(w.requests for w in mine)
+        first_s = min((w.started_at_s for w in measured), default=0.0)
+        span_s = max((w.started_at_s + w.elapsed_s - first_s for w in measured), default=0.0)
+        elapsed_s = sum(w.elapsed_s for w in measured)
+        max_cpu = max((w.cpu_percent for w in measured), default=0.0)
+        loads.append(
+            HostLoad(
+                host=host,
+                workers=len(mine),
+                failed_workers=sum(1 for w in mine if w.error),
+                requests=requests,
+                achieved_rps=requests / span_s if span_s > 0 else 0.0,
+                cpu_percent=100.0 * sum(w.cpu_s for w in measured) / elapsed_s if elapsed_s > 0 else 0.0,
+                max_cpu_percent=max_cpu,
+                client_bound=max_cpu > CPU_BOUND_PERCENT,
+            )
+        )
+    return loads

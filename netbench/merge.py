@@ -4,7 +4,8 @@ Histograms are added (HDR counts, so the merged percentiles are those of one his
 every value), counters summed, per-request records and workers concatenated (worker
 indices renumbered so they stay unique), and the merged spec describes the total load:
 n, concurrency, rate and the in-flight cap are summed. Runs of another mode, another URL
-path or another load model (open vs closed loop) are refused unless forced.
+path or another load model (open vs closed loop) are refused unless forced. What the merged
+load says about the client (client-bound, the in-flight cap) is judged again by its summary.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from netbench.errors import MergeRefused
 from netbench.histograms import PhaseHistograms
-from netbench.load_check import is_load_note, load_notes
 from netbench.phases import empty_events, empty_records
 from netbench.results import RunResult, WorkerInfo
 from netbench.spec import RunSpec, SpecError
@@ -30,7 +31,7 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
     labels = list(names) if names is not None else [f"run {i + 1}" for i in range(len(results))]
     differences = _differences(results, labels)
     if differences and not force:
-        raise SpecError(f"cannot merge: {'; '.join(differences)} (pass --force to merge anyway)")
+        raise MergeRefused(differences)
 
     histograms = PhaseHistograms()
     counters: Counter[str] = Counter()
@@ -38,7 +39,7 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
     records: list[np.ndarray] = []
     events: list[np.ndarray] = []
     for result in results:
-        histograms.add_encoded(result.histograms.encode())
+        histograms.add(result.histograms)
         counters.update(result.counters)
         offset = len(workers)
         workers += [dataclasses.replace(w, index=w.index + offset) for w in result.workers]
@@ -50,7 +51,7 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
 
     started_at_s = min(r.started_at_s for r in results)
     ended_at_s = max(r.started_at_s + r.elapsed_s for r in results)
-    merged = RunResult(
+    return RunResult(
         spec=_total_spec([r.spec for r in results]),
         histograms=histograms,
         counters=counters,
@@ -60,10 +61,9 @@ def merge_results(results: Sequence[RunResult], names: Sequence[str] | None = No
         started_at_s=started_at_s,
         elapsed_s=ended_at_s - started_at_s,
         interrupted=any(r.interrupted for r in results),
+        notes=_notes(results, labels, differences),
         context={**results[0].context, "merged_from": labels},
     )
-    merged.notes = _notes(results, labels, differences) + load_notes(merged)
-    return merged
 
 
 def _request_path(result: RunResult) -> str:
@@ -123,5 +123,5 @@ def _notes(results: Sequence[RunResult], labels: Sequence[str], differences: lis
         # Each host's before/after scrape of a shared server counts every host's requests.
         notes.append("server-side /metrics left out: each run's scrape may count the other runs' requests")
     for result, label in zip(results, labels):
-        notes += [f"{label}: {note}" for note in result.notes if not is_load_note(note)]
+        notes += [f"{label}: {note}" for note in result.notes]
     return list(dict.fromkeys(notes))

@@ -233,16 +233,13 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
     return Derived(values_us=values, clamped=int(np.count_nonzero(clamped)))
 
 
-#: a path varies when its connection's handshake RTT lies above the minimum RTT by more than
-#: JITTER_MIN_US and JITTER_MIN_SHARE of it (the server's SYN processing alone puts a handshake
-#: 50-250 µs above the floor of a steady path, and a timestamp-resolution sample, ms, can put
-#: the floor 0.1-0.5 ms low), or when the kernel's RTT variance exceeds RTTVAR_MIN_US and
-#: RTTVAR_MIN_SHARE of it (the samples hold the server's time to answer, whose variation alone
-#: reaches some 100s of µs; a steady path's variance falls below it within a few requests)
+#: a path varies when a connection's handshake RTT lies above its minimum RTT by more than
+#: JITTER_MIN_US and JITTER_MIN_SHARE of it: the server's SYN processing alone puts a handshake
+#: 50-250 µs above the floor of a steady path, and a timestamp-resolution sample (ms) can put
+#: the floor 0.1-0.5 ms low. (The kernel's RTT variance is no evidence: its samples hold the
+#: server's time to answer, whose variation on a busy host reaches milliseconds.)
 JITTER_MIN_US = 250
 JITTER_MIN_SHARE = 0.05
-RTTVAR_MIN_US = 1000
-RTTVAR_MIN_SHARE = 0.10
 
 
 def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> None:
@@ -258,8 +255,8 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     retransmit_wait: the segments netbench retransmitted during the request waited a
     retransmission timeout each (doubling), at most what wait leaves after the RTT; it is network
     time. server = wait - rtt - retransmit_wait, never below 0, and network never above e2e.
-    split_uncertainty: how much of wait could be either side: on a varying path twice the larger
-    of the gap between the RTT used and the floor and the RTT variance, the retransmission
+    split_uncertainty: how much of wait could be either side: on a varying path twice the largest
+    gap between a handshake and its floor among the batch's connections, the retransmission
     estimate, what the clamps took, and
     the whole server part when a response segment was lost (out-of-order arrivals: the server's
     retransmission then looks like server time).
@@ -267,11 +264,10 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     handshake, floor, upper = r["handshake_rtt_us"], r["tcp_min_rtt_us"], r["tcp_srtt_before_us"]
     new_rtt = np.where(handshake >= 0, handshake, values["connect"])
     known = (handshake >= 0) & (floor >= 0)
-    rttvar = np.maximum(r["tcp_rttvar_us"], 0)
-    jitters = known & (
-        (handshake - floor > np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor))
-        | (rttvar > np.maximum(RTTVAR_MIN_US, RTTVAR_MIN_SHARE * floor))
-    )
+    gap = np.where(known, handshake - floor, 0)
+    varying = known & (gap > np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor))
+    path_jitter_us = int(gap[varying].max()) if varying.any() else 0
+    jitters = known & bool(path_jitter_us)
     jittered_rtt = np.where((upper >= 0) & (upper >= floor), np.minimum(handshake, upper), handshake)
     reused_rtt = np.where(jitters, np.maximum(jittered_rtt, floor), np.where(floor >= 0, floor, handshake))
     rtt = np.where(new, new_rtt, reused_rtt)
@@ -285,7 +281,7 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     server = np.maximum(server_raw, 0)
     parts = sum(np.maximum(values[k], 0) for k in ("dns", "connect", "tls", "send"))
     network = np.minimum(parts + np.maximum(rtt, 0) + retransmit_wait, np.maximum(values["e2e"], 0))
-    spread = np.where(~new & jitters, 2 * np.maximum(np.maximum(rtt - floor, 0), rttvar), 0)
+    spread = np.where(~new & jitters, 2 * path_jitter_us, 0)
     uncertainty = spread + retransmit_wait + np.maximum(-server_raw, 0)
     uncertainty = np.where(r["ooo_packets"] > 0, np.maximum(uncertainty, server), uncertainty)
     values["rtt"] = np.where(has_split, rtt, MISSING)

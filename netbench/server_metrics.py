@@ -246,10 +246,6 @@ def _bound_text(bound: float) -> str | float:
     return "+Inf" if math.isinf(bound) else bound
 
 
-def unavailable(url: str, reason: str) -> dict[str, object]:
-    return {"available": False, "url": url, "reason": reason}
-
-
 @dataclass(frozen=True)
 class BucketQuantile:
     """A quantile read from cumulative buckets, in the bounds' unit: the interpolated value and

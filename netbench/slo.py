@@ -1,4 +1,6 @@
-"""SLO gates: `ttft.p95<200ms`, `e2e.p99<2s`, `error_rate<1%`, `rps>=100`, parsed and evaluated."""
+"""SLO gates: `ttft.p95<200ms`, `e2e.p99<2s`, `error_rate<1%`, `rps>=100`, parsed and evaluated
+against run summaries (the same numbers every output shows). Wording the results is
+`report/gates.py`'s job."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netbench.histograms import mean_us, percentiles_us
+from netbench.errors import InputError
 from netbench.phases import PHASE_NAMES
-from netbench.results import RunResult
 from netbench.spec import SpecError, parse_duration_s
+from netbench.summary import RunSummary
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -18,7 +20,8 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_STATISTICS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+#: a gate's statistic -> the PhaseStats field it reads
+_STATISTICS = {s: f"{s}_us" for s in ("p50", "p90", "p95", "p99", "p999", "max", "mean")}
 _PATTERN = re.compile(r"^\s*([a-z0-9_]+)(?:\.([a-z0-9]+))?\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
 
@@ -32,16 +35,20 @@ class Slo:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GateResult:
+    """One gate against one run: the value measured (None: the phase has no value) and whether
+    it passed (a gate on a phase with no value fails: nothing was shown)."""
+
     slo: Slo
+    summary: RunSummary
+    value: float | None
     passed: bool
-    line: str
 
 
 def parse_slo(text: str) -> Slo:
     match = _PATTERN.match(text)
     if not match:
-        raise SpecError(f"--slo {text!r}: expected e.g. 'ttft.p95<200ms', 'error_rate<1%' or 'rps>=100'")
+        raise InputError("slo", text, "expected e.g. 'ttft.p95<200ms', 'error_rate<1%' or 'rps>=100'")
     metric, statistic, op, value = match.groups()
     if metric == "error_rate":
         bound = _number(text, value[:-1]) / 100 if value.endswith("%") else _number(text, value)
@@ -49,69 +56,50 @@ def parse_slo(text: str) -> Slo:
         bound = _number(text, value)
     elif metric in PHASE_NAMES:
         if statistic not in _STATISTICS:
-            raise SpecError(f"--slo {text!r}: a phase needs one of .{', .'.join(_STATISTICS)}")
+            raise InputError("slo", text, f"a phase needs one of .{', .'.join(_STATISTICS)}")
         bound = _duration_us(text, value)
     else:
-        raise SpecError(f"--slo {text!r}: unknown metric {metric!r} (a phase, error_rate or rps)")
+        raise InputError("slo", text, f"unknown metric {metric!r} (a phase, error_rate or rps)")
     if metric in ("error_rate", "rps") and statistic:
-        raise SpecError(f"--slo {text!r}: {metric} takes no statistic")
+        raise InputError("slo", text, f"{metric} takes no statistic")
     return Slo(text.strip(), metric, statistic, _OPERATORS[op], bound)
 
 
 def _duration_us(text: str, value: str) -> float:
     # A bare number is refused: k6 reads `p(95)<200` as ms, a duration elsewhere as seconds.
     if not value.rstrip("0123456789.").strip():
-        raise SpecError(f"--slo {text!r}: give the bound a unit, e.g. {value}ms or {value}s")
+        raise InputError("slo", text, f"give the bound a unit, e.g. {value}ms or {value}s")
     try:
         return parse_duration_s(value) * 1e6
     except SpecError as error:
-        raise SpecError(f"--slo {text!r}: {error}") from None
+        raise InputError("slo", text, str(error)) from None
 
 
 def _number(text: str, value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise SpecError(f"--slo {text!r}: {value!r} is not a number") from None
+        raise InputError("slo", text, f"{value!r} is not a number") from None
 
 
-def measured_value(slo: Slo, result: RunResult) -> float | None:
+def measured_value(slo: Slo, summary: RunSummary) -> float | None:
     """The run's value of the SLO's metric (µs for phases); None when the phase has no value."""
     if slo.metric == "error_rate":
-        return result.error_rate
+        return summary.error_rate
     if slo.metric == "rps":
-        return result.achieved_rps
-    histogram = result.histograms.histograms[slo.metric]
-    if histogram.total_count == 0:
+        return summary.achieved_rps
+    stats = summary.phase(slo.metric)
+    if stats is None:
         return None
-    if slo.statistic == "max":
-        return float(histogram.get_max_value())
-    if slo.statistic == "mean":
-        return mean_us(histogram)
     assert slo.statistic is not None
-    percentile = 99.9 if slo.statistic == "p999" else float(slo.statistic[1:])
-    return float(percentiles_us(histogram, (percentile,))[0])
+    return float(getattr(stats, _STATISTICS[slo.statistic]))
 
 
-def _show(slo: Slo, value: float) -> str:
-    if slo.metric == "error_rate":
-        return f"{value * 100:.2f} %"
-    if slo.metric == "rps":
-        return f"{value:.1f} requests/s"
-    return f"{value / 1000:.3f} ms"
-
-
-def evaluate(slos: list[Slo], results: list[RunResult]) -> list[Verdict]:
-    """Each gate against each run; a phase with no value fails its gate (nothing was shown)."""
-    verdicts = []
-    for result in results:
-        spec = result.spec
-        load = f"rate={spec.rate:g}/s" if spec.open_loop else f"c={spec.concurrency}"
-        where = f"{spec.mode} {load}" if len(results) > 1 else ""
+def evaluate(slos: list[Slo], summaries: list[RunSummary]) -> list[GateResult]:
+    """Each gate against each run."""
+    results = []
+    for summary in summaries:
         for slo in slos:
-            value = measured_value(slo, result)
-            passed = value is not None and slo.compare(value, slo.bound)
-            shown = "no value" if value is None else _show(slo, value)
-            line = f"SLO {slo.text}: {'PASS' if passed else 'FAIL'} (measured {shown})" + (f" [{where}]" if where else "")
-            verdicts.append(Verdict(slo, passed, line))
-    return verdicts
+            value = measured_value(slo, summary)
+            results.append(GateResult(slo, summary, value, value is not None and slo.compare(value, slo.bound)))
+    return results

@@ -1,85 +1,173 @@
-"""The pure-number summary of a run that every renderer shares (no formatting here)."""
+"""`RunSummary`: every number the outputs show of one run, computed once from its `RunResult`.
+
+`summarize` queries each phase's histogram once (`PhaseHistograms.stats`), judges the load once
+(`load_check`), splits the median request once (`split`), and that is all: the table, `--json`,
+the CSV row, the Markdown report, the SLO gates and `compare` only read a summary. The JSON
+output is `serial.plain(summary)`; its schema is docs/json-schema.md.
+
+`Run` pairs a result with its summary for the cross-run layers (`analysis`, `compare`, the
+plots), and derives the per-request phases of its records once, when first asked: the records
+supply confidence intervals and CDFs, never a point estimate.
+"""
 
 from __future__ import annotations
 
-from netbench.analysis import split
-from netbench.load_check import client_bound_reasons, offered_load
-from netbench.phases import PHASES, Phase
-from netbench.report.hosts import host_summary
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from netbench.histograms import PhaseStats
+from netbench.load_check import HostLoad, OfferedLoad, client_bound_reasons, host_loads, load_notes, offered_load
+from netbench.outcomes import Outcome
+from netbench.phases import PHASES, Phase, derive, select
 from netbench.results import RunResult
+from netbench.serial import NOT_SERIALISED, rounded
+from netbench.spec import RunSpec
+from netbench.split import Split, split
 
-#: the seed's summary keys, always first (DESIGN.md, "Outputs")
-SEED_KEYS = ("mode", "concurrency", "n", "median_wall_s", "p95_wall_s")
+#: the original exercise's summary keys, first in the JSON and the CSV, in this order
+HEADLINE_KEYS = ("mode", "concurrency", "n", "median_wall_s", "p95_wall_s")
 
 
-def applies(phase: Phase, result: RunResult) -> bool:
+@dataclass(frozen=True)
+class Connections:
+    new: int
+    reused: int
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    mode: str
+    #: closed loop: requests kept in flight; open loop: the in-flight cap (the most the client allowed)
+    concurrency: int
+    #: requests measured (sent and finished, failed ones included), warm-up excluded
+    n: int
+    median_wall_s: float | None
+    p95_wall_s: float | None
+    url: str
+    model: str | None
+    rate: float | None
+    requests: int
+    ok: int
+    failed: int
+    errors: dict[Outcome, int]
+    error_rate: float = field(metadata=rounded(6))
+    connections: Connections
+    tokens_per_request: float | None
+    achieved_rps: float = field(metadata=rounded(2))
+    #: open loop: requested vs sent rate, the in-flight cap; None in closed loop
+    open_loop: OfferedLoad | None
+    client_bound: bool
+    client_bound_reasons: tuple[str, ...]
+    elapsed_s: float = field(metadata=rounded(6))
+    interrupted: bool
+    clamped_marks: int
+    overflow: dict[str, int]
+    #: every phase of `phases.PHASES`; None where it has no value or cannot apply
+    phases: dict[str, PhaseStats | None]
+    #: network vs server share of the median request, TTFT beside TTFB, server-side /metrics
+    split: Split | None
+    #: per client host: workers, requests, achieved rate, client CPU
+    hosts: tuple[HostLoad, ...]
+    notes: tuple[str, ...]
+    # --- what renderers need beside the JSON's keys ---
+    spec: RunSpec = field(metadata=NOT_SERIALISED)
+    started_at_s: float = field(default=0.0, metadata=NOT_SERIALISED)
+    libcurl: str | None = field(default=None, metadata=NOT_SERIALISED)
+    #: "SIGINT" / "SIGTERM" when a signal stopped the run
+    stop_signal: str | None = field(default=None, metadata=NOT_SERIALISED)
+    #: workers that died or raised: their share of the run is missing
+    workers_failed: int = field(default=0, metadata=NOT_SERIALISED)
+
+    def phase(self, name: str) -> PhaseStats | None:
+        return self.phases.get(name)
+
+
+def describe_load(spec: RunSpec) -> str:
+    """How a run's load is named in titles: `concurrency 4`, `rate 20/s (poisson)`."""
+    return f"rate {spec.rate:g}/s ({spec.arrival})" if spec.open_loop else f"concurrency {spec.concurrency}"
+
+
+def applies(phase: Phase, spec: RunSpec) -> bool:
     """Whether a phase can exist for this run at all (ttft for a GET cannot)."""
-    if phase.streaming_only and not result.spec.streaming:
+    if phase.streaming_only and not spec.streaming:
         return False
-    return not (phase.open_loop_only and not result.spec.open_loop)
+    return not (phase.open_loop_only and not spec.open_loop)
 
 
-def phase_summary(result: RunResult) -> dict[str, dict[str, float] | None]:
-    """Per phase: count and percentiles in µs; None where the phase has no value."""
-    out: dict[str, dict[str, float] | None] = {}
-    for phase in PHASES:
-        stats = result.stats(phase.name) if applies(phase, result) else None
-        out[phase.name] = None if stats is None else {
-            "count": stats.count,
-            "p50_us": stats.p50_us,
-            "p95_us": stats.p95_us,
-            "p99_us": stats.p99_us,
-            "max_us": stats.max_us,
-            "mean_us": round(stats.mean_us, 1),
-        }
-    return out
+def summarize(result: RunResult) -> RunSummary:
+    """The summary of one run; the only place its histograms are queried."""
+    spec, counters = result.spec, result.counters
+    phases = {p.name: result.histograms.stats(p.name) if applies(p, spec) else None for p in PHASES}
+    e2e = phases["e2e"]
+    load = offered_load(spec, counters)
+    reasons = client_bound_reasons(result.workers, load)
+    libcurl = result.context.get("libcurl")
+    stop_signal = result.context.get("stop_signal")
+    return RunSummary(
+        mode=spec.mode,
+        concurrency=spec.in_flight,
+        n=result.requests,
+        median_wall_s=None if e2e is None else e2e.p50_us / 1e6,
+        p95_wall_s=None if e2e is None else e2e.p95_us / 1e6,
+        url=str(result.context.get("url", spec.url)),
+        model=spec.model,
+        rate=spec.rate,
+        requests=result.requests,
+        ok=result.ok,
+        failed=result.failed,
+        errors={o: counters[o.key] for o in Outcome if o is not Outcome.OK and counters.get(o.key)},
+        error_rate=result.error_rate,
+        connections=Connections(counters.get("connections_new", 0), counters.get("connections_reused", 0)),
+        tokens_per_request=result.tokens_per_request,
+        achieved_rps=result.achieved_rps,
+        open_loop=load,
+        client_bound=bool(reasons),
+        client_bound_reasons=tuple(reasons),
+        elapsed_s=result.elapsed_s,
+        interrupted=result.interrupted,
+        clamped_marks=counters.get("clamped_marks", 0),
+        overflow={k: v for k, v in result.histograms.overflow.items() if v},
+        phases=phases,
+        split=split(spec, phases, result.server_metrics, result.ok),
+        hosts=tuple(host_loads(result.workers)),
+        # A run file written before the load notes moved here holds them already: said once.
+        notes=tuple(dict.fromkeys([*result.notes, *load_notes(load, reasons)])),
+        spec=spec,
+        started_at_s=result.started_at_s,
+        libcurl=None if libcurl is None else str(libcurl),
+        stop_signal=None if stop_signal is None else str(stop_signal),
+        workers_failed=counters.get("workers_failed", 0),
+    )
 
 
-def wall_seconds(result: RunResult) -> tuple[float | None, float | None]:
-    """The seed's median and p95 wall time (end to end), in seconds."""
-    e2e = result.stats("e2e")
-    if e2e is None:
-        return None, None
-    return e2e.p50_us / 1e6, e2e.p95_us / 1e6
+@dataclass
+class Run:
+    """A run as the cross-run layers see it: its result, its summary, its per-request phases."""
 
+    result: RunResult
+    summary: RunSummary
 
-def summarize(result: RunResult) -> dict[str, object]:
-    spec = result.spec
-    median_s, p95_s = wall_seconds(result)
-    load = offered_load(result)
-    client_bound = client_bound_reasons(result)
-    return {
-        "mode": spec.mode,
-        "concurrency": spec.concurrency,
-        "n": spec.n,
-        "median_wall_s": median_s,
-        "p95_wall_s": p95_s,
-        "url": result.context.get("url", spec.url),
-        "model": spec.model,
-        "rate": spec.rate,
-        "requests": result.requests,
-        "ok": result.ok,
-        "failed": result.failed,
-        "errors": result.failures,
-        "error_rate": round(result.error_rate, 6),
-        "connections": {
-            "new": result.counters.get("connections_new", 0),
-            "reused": result.counters.get("connections_reused", 0),
-        },
-        "tokens_per_request": result.tokens_per_request,
-        "achieved_rps": round(result.achieved_rps, 2),
-        # open loop: requested vs sent rate, the in-flight cap; None in closed loop
-        "open_loop": None if load is None else load.as_dict(),
-        "client_bound": bool(client_bound),
-        "client_bound_reasons": client_bound,
-        "elapsed_s": round(result.elapsed_s, 6),
-        "interrupted": result.interrupted,
-        "clamped_marks": result.counters.get("clamped_marks", 0),
-        "overflow": {k: v for k, v in result.histograms.overflow.items() if v},
-        "phases": phase_summary(result),
-        # network vs server share of the median request, TTFT beside TTFB, server-side /metrics
-        "split": split(result),
-        # per client host: workers, requests, achieved rate, client CPU (see report/hosts.py)
-        "hosts": host_summary(result),
-        "notes": list(result.notes),
-    }
+    @classmethod
+    def of(cls, result: RunResult) -> Run:
+        return cls(result, summarize(result))
+
+    @property
+    def spec(self) -> RunSpec:
+        return self.result.spec
+
+    @cached_property
+    def per_request_us(self) -> dict[str, np.ndarray]:
+        """Each phase's values over the successful kept records and their token events (µs,
+        the phase's missing values left out); with no records, empty."""
+        records = self.result.records
+        ok, events = select(records, self.result.events, records["error_class"] == Outcome.OK)
+        if len(ok) == 0:
+            return {}
+        # The one place the layers above the worker derive phases from records.
+        derived = derive(ok, events, open_loop=self.spec.open_loop).values_us
+        return {name: values[values >= 0] for name, values in derived.items()}
+
+    def values_us(self, phase: str) -> np.ndarray:
+        return self.per_request_us.get(phase, np.zeros(0, dtype=np.int64))

@@ -5,22 +5,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from netbench import analysis
 from netbench.analysis import (
     BOOTSTRAP_RESAMPLES,
     Verdict,
     _resampled_quantiles,
-    bootstrap_median_diff,
-    concurrency_effects,
+    bootstrap_interval,
     load_ttft_ref,
+    median_diff,
     rule_of_thumb,
-    split,
-    ttft_vs_http,
     verdict_for,
 )
+from netbench.histograms import rank
 from netbench.results import RunResult
+from netbench.serial import plain
 from netbench.spec import SpecError
-from netbench.summary import summarize
+from netbench.summary import Run, summarize
 from tests.synthetic_runs import make_run, metrics_difference, sweep
+
+
+def split(result: RunResult) -> dict:
+    """The run's split as its JSON holds it."""
+    return plain(summarize(result).split)
+
+
+def ttft_vs_http(results, ttft_ref=None):
+    return analysis.ttft_vs_http([summarize(r) for r in results], ttft_ref)
+
+
+def concurrency_effects(results):
+    return list(analysis.concurrency_effects([Run.of(r) for r in results]).effects)
 
 # --- the split ------------------------------------------------------------------------------
 
@@ -71,7 +85,7 @@ def test_split_reports_server_side_beside_client_and_survives_the_run_file(tmp_p
 
 def test_summary_json_carries_the_split():
     run = make_run("health", 1, [2000] * 5, wait_us=1000)
-    summary = summarize(run)
+    summary = plain(summarize(run))
     assert summary["split"]["e2e_p50_us"] == 2000
     assert list(summary)[:5] == ["mode", "concurrency", "n", "median_wall_s", "p95_wall_s"]
 
@@ -89,7 +103,8 @@ def test_resampled_quantiles_match_brute_force_resampling():
     x = np.sort(np.random.default_rng(1).lognormal(0, 1, 15))
     for q in (0.5, 0.95, 0.3):
         fast = _resampled_quantiles(x, q, 100_000, np.random.default_rng(2))
-        brute = np.quantile(x[np.random.default_rng(3).integers(0, x.size, (100_000, x.size))], q, axis=1)
+        resamples = np.sort(x[np.random.default_rng(3).integers(0, x.size, (100_000, x.size))], axis=1)
+        brute = resamples[:, rank(x.size, q * 100) - 1]  # hdrh's quantile of each resample
         levels = (0.05, 0.25, 0.5, 0.75, 0.95)
         np.testing.assert_allclose(np.quantile(fast, levels), np.quantile(brute, levels), rtol=0.02)
         assert fast.mean() == pytest.approx(brute.mean(), rel=0.01)
@@ -102,18 +117,23 @@ def test_bootstrap_interval_covers_the_true_difference_at_about_its_nominal_rate
     for trial in range(trials):
         a = rng.lognormal(1.0, 0.5, n)
         b = rng.lognormal(1.0, 0.5, n) + true_diff
-        interval = bootstrap_median_diff(a, b, resamples=1000, seed=trial)
-        covered += interval.low <= true_diff <= interval.high
+        low, high = bootstrap_interval(a, b, resamples=1000, seed=trial)
+        covered += low <= true_diff <= high
     assert 0.90 <= covered / trials <= 0.99
+
+
+def _significant(interval: tuple[float, float]) -> bool:
+    low, high = interval
+    return low > 0 or high < 0
 
 
 def test_identical_distributions_are_not_significant():
     rng = np.random.default_rng(5)
     same = rng.normal(10, 2, 32)
-    assert not bootstrap_median_diff(same, same.copy()).significant
+    assert not _significant(bootstrap_interval(same, same.copy()))
     trials = 300
     false_positives = sum(
-        bootstrap_median_diff(rng.normal(10, 2, 32), rng.normal(10, 2, 32), resamples=1000, seed=t).significant
+        _significant(bootstrap_interval(rng.normal(10, 2, 32), rng.normal(10, 2, 32), resamples=1000, seed=t))
         for t in range(trials)
     )
     assert false_positives / trials <= 0.10
@@ -122,13 +142,15 @@ def test_identical_distributions_are_not_significant():
 def test_a_real_shift_is_significant_and_the_interval_is_seeded():
     rng = np.random.default_rng(9)
     a, b = rng.normal(10, 1, 50), rng.normal(14, 1, 50)
-    first = bootstrap_median_diff(a, b, seed=3)
+    # the point estimates are the caller's (the histograms' medians); the interval is resampled
+    first = median_diff(10.0, 14.5, a, b, seed=3)
     assert first.significant and first.low > 0
-    assert first.diff == pytest.approx(np.median(b) - np.median(a))
-    assert bootstrap_median_diff(a, b, seed=3) == first
-    assert bootstrap_median_diff(b, a, seed=3).high < 0
+    assert (first.diff, first.median_a, first.median_b, first.n_a, first.n_b) == (4.5, 10.0, 14.5, 50, 50)
+    assert median_diff(10.0, 14.5, a, b, seed=3) == first
+    assert (first.low, first.high) == bootstrap_interval(a, b, seed=3)
+    assert bootstrap_interval(b, a, seed=3)[1] < 0
     with pytest.raises(ValueError):
-        bootstrap_median_diff([], b)
+        bootstrap_interval([], b)
 
 
 # --- concurrency effects --------------------------------------------------------------------
@@ -165,10 +187,11 @@ def test_ttft_vs_http_measures_overhead_from_the_baseline():
     comparison = ttft_vs_http(sweep())
     assert comparison.baseline.spec.mode == "health" and comparison.baseline.spec.concurrency == 1
     assert comparison.overhead_us == comparison.baseline_p50_us
-    assert comparison.share == pytest.approx(comparison.overhead_us / comparison.ttft_us)
+    assert comparison.overhead_share_of_ttft == pytest.approx(comparison.overhead_us / comparison.ttft_us)
     assert comparison.verdict is Verdict.NEGLIGIBLE
-    assert comparison.carrier.key == "server_wait"
-    assert comparison.server_gap_us == pytest.approx(0.05 * comparison.measured_ttft.stats("ttft").mean_us, rel=0.01)
+    assert comparison.carrier == "server_wait"
+    gap = comparison.client_minus_server_ttft_mean_us
+    assert gap == pytest.approx(0.05 * comparison.measured.phase("ttft").mean_us, rel=0.01)
     assert comparison.missing == ()
 
 
@@ -177,7 +200,7 @@ def test_rule_of_thumb_changes_its_verdict_when_overhead_dominates():
     rule = rule_of_thumb(ttft_vs_http(fast_model), [])
     assert rule.verdict is Verdict.DOMINANT
     assert rule.share > 0.5
-    assert rule.carrier.key == "server_wait"
+    assert rule.carrier == "server_wait"
     assert rule_of_thumb(ttft_vs_http(sweep(levels=(1,))), []).verdict is Verdict.NEGLIGIBLE
 
 
@@ -201,7 +224,7 @@ def test_missing_ttft_is_said_and_a_reference_fills_it():
     assert rule.verdict is None and rule.missing
     with_ref = ttft_vs_http(health_only, load_ttft_ref("27ms"))
     assert with_ref.ttft_us == 27_000
-    assert with_ref.share == pytest.approx(with_ref.overhead_us / 27_000)
+    assert with_ref.overhead_share_of_ttft == pytest.approx(with_ref.overhead_us / 27_000)
 
 
 def test_the_rule_prefers_the_highest_concurrency_ttft_effect():
@@ -250,19 +273,18 @@ def test_ttft_ref_csv_errors_are_one_line(tmp_path):
 def test_default_resamples_are_enough_for_a_stable_interval():
     rng = np.random.default_rng(0)
     a, b = rng.normal(10, 1, 200), rng.normal(10.5, 1, 200)
-    widths = [bootstrap_median_diff(a, b, seed=s) for s in range(5)]
-    lows = [w.low for w in widths]
+    lows = [bootstrap_interval(a, b, seed=s)[0] for s in range(5)]
     assert max(lows) - min(lows) < 0.1  # seed-to-seed wobble of the bound is small at BOOTSTRAP_RESAMPLES
     assert BOOTSTRAP_RESAMPLES >= 1000
 
 
 def test_open_loop_server_gap_uses_the_uncorrected_client_phases():
     # The server never sees the schedule's wait: the gap must come from the actual send.
-    from netbench.analysis import _client_phase
     from netbench.spec import RunSpec
+    from netbench.split import _client_phase
     from tests.runs import synthetic_run
 
-    closed = synthetic_run(np.array([1000, 2000]))
-    opened = synthetic_run(np.array([1000, 2000]), spec=RunSpec(url="http://h", mode="chat", rate=10.0))
+    closed = synthetic_run(np.array([1000, 2000])).spec
+    opened = synthetic_run(np.array([1000, 2000]), spec=RunSpec(url="http://h", mode="chat", rate=10.0)).spec
     assert [_client_phase(k, closed) for k in ("ttft", "e2e", "itl")] == ["ttft", "e2e", "itl"]
     assert [_client_phase(k, opened) for k in ("ttft", "e2e", "itl")] == ["ttft_uncorrected", "e2e_uncorrected", "itl"]

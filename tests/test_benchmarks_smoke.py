@@ -57,6 +57,7 @@ def test_percentiles_are_nearest_rank():
     assert percentiles(np.array([], dtype=np.int64)) is None
 
 
+@pytest.mark.integration
 def test_measure_counts_the_memory_of_child_processes():
     # The parent stays small; a child it spawns holds 200 MiB: only a tree-wide measure sees it.
     child = "import time; block = b'x' * (200 * 2**20); time.sleep(0.5)"

@@ -1,11 +1,12 @@
-"""Bad input gets one clear line on stderr and exit code 2, never a traceback."""
+"""Bad input gets one clear line on stderr and exit code 2, never a traceback (in process:
+the core's Env captures what the console script would print)."""
 
 import pytest
 from click.testing import CliRunner
 
 from netbench.cli import main
 from netbench.spec import SpecError
-from tests.cli import netbench
+from tests.cli import invoke
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ from tests.cli import netbench
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = netbench("run", *args, timeout_s=60)
+    result = invoke("run", *args)
     assert result.code == 2, result
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -45,9 +46,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 
 def test_unknown_option_and_unreadable_cacert_are_exit_2():
-    assert netbench("run", "--url", "http://127.0.0.1:1", "--bogus", timeout_s=60).code == 2
-    sweep = netbench("sweep", "--url", "http://127.0.0.1:1", "--concurrency", "1,x", timeout_s=60)
+    assert invoke("run", "--url", "http://127.0.0.1:1", "--bogus").code == 2
+    sweep = invoke("sweep", "--url", "http://127.0.0.1:1", "--concurrency", "1,x")
     assert sweep.code == 2 and "unreadable list" in sweep.stderr
+    assert invoke("sweep", "--url", "http://127.0.0.1:1", "--mode", "health,poetry").stderr.count("'poetry'") == 1
+    assert invoke("run", "--url", "http://127.0.0.1:1", "--hgrm", "nope", "x.hgrm").stderr == (
+        "netbench: error: --hgrm 'nope': choose one of " + ", ".join(__import__("netbench.phases").phases.PHASE_NAMES) + "\n")
 
 
 def test_click_runner_sees_the_spec_error():

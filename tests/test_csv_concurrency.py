@@ -58,20 +58,19 @@ def test_concurrent_runs_append_every_row_intact(sim_url: str, tmp_path: Path) -
         assert (row["mode"], row["requests"], row["ok"], row["failed"]) == ("get", "3", "3", "0")
 
 
-# A writer process: append `rows` rows, each naming (writer, row) in its url column. The row's
-# numbers are summarised once (csv_row) so that the appends, lock and all, are what runs.
+# A writer process: append `rows` rows, each naming (writer, row) in its url column. The run is
+# summarised once, so that the appends, lock and all, are what runs.
 _WRITER = """
+import dataclasses
 import sys
 from netbench.report import csvout
 from netbench.results import RunResult
+from netbench.summary import summarize
 
-template = RunResult.load(sys.argv[1])
+template = summarize(RunResult.load(sys.argv[1]))
 writer, rows, target = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-row = csvout.csv_row(template)
-csvout.csv_row = lambda result: {**row, "url": result.context["url"]}
 for i in range(rows):
-    template.context["url"] = f"writer={writer} row={i}"
-    csvout.append_rows(target, [template])
+    csvout.append_rows(target, [dataclasses.replace(template, url=f"writer={writer} row={i}")])
 """
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from tests.runs import synthetic_run
 
+pytestmark = pytest.mark.integration  # the console script in a subprocess, real servers
+
 NETBENCH = Path(sys.executable).parent / "netbench"
 
 

@@ -71,9 +71,9 @@ def successes_measured(run: dict, ok: int) -> None:
     result = RunResult.from_dict(run)
     assert result.ok == ok
     for phase in ("ttfb", "ttft", "e2e", "tpot"):
-        stats = result.stats(phase)
+        stats = result.histograms.stats(phase)
         assert stats is not None and stats.count == ok, phase
-    itl = result.stats("itl")
+    itl = result.histograms.stats("itl")
     assert itl is not None and itl.count == ok * (len(TOKENS) - 1)
     assert result.counters["tokens"] == ok * len(TOKENS)
 
@@ -151,7 +151,7 @@ def test_a_slow_trickle_is_measured_not_failed(fault_server: FaultServer, tmp_pa
     from netbench.results import RunResult
 
     measured = RunResult.from_dict(run)
-    ttfb, ttft, itl = measured.stats("ttfb"), measured.stats("ttft"), measured.stats("itl")
+    ttfb, ttft, itl = measured.histograms.stats("ttfb"), measured.histograms.stats("ttft"), measured.histograms.stats("itl")
     assert ttfb is not None and ttft is not None and itl is not None
     # Headers come at once; each token event is dozens of bytes, each byte a few ms later.
     assert ttft.p50_us > ttfb.p50_us + 20_000

@@ -12,11 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from netbench.analysis import TtftReference, concurrency_effects, rule_of_thumb, ttft_vs_http
-from netbench.report.markdown import render_markdown, rule_of_thumb_text
+from netbench.analysis import TtftReference, analyse
+from netbench.report import markdown
+from netbench.report.markdown import rule_of_thumb_text
+from netbench.summary import Run
 from tests.synthetic_runs import make_run, sweep
 
 GOLDEN = Path(__file__).parent / "golden"
+
+
+def render_markdown(results, ttft_ref=None, plots=()):
+    return markdown.render_markdown(analyse([Run.of(r) for r in results], ttft_ref), plots)
+
+
+def rule_text(results) -> str:
+    return rule_of_thumb_text(analyse([Run.of(r) for r in results]).rule_of_thumb)
 PLOTS = (("Phases stacked per mode and concurrency (p50)", "network_latency_phases.png"),)
 
 
@@ -29,7 +39,7 @@ def _check(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} differs from its golden file"
 
 
-@functools.cache  # each report takes seconds: hdrh computes means in pure Python
+@functools.cache
 def _scenarios() -> dict[str, str]:
     unavailable = {"available": False, "url": "http://127.0.0.1:8000/metrics",
                    "reason": "HTTP 404 from /metrics: the server does not expose Prometheus metrics"}  # fmt: skip
@@ -45,7 +55,7 @@ def _scenarios() -> dict[str, str]:
         "dominant.md": render_markdown(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1, 4))),
         # no baseline, no records, no /metrics, an external TTFT reference
         "missing.md": render_markdown(no_baseline, TtftReference(27_000, "--ttft-ref 27ms")),
-        # failures and notes in the seed's notes column; nothing to compare against
+        # failures and notes in the runs table's notes column; nothing to compare against
         "notes.md": render_markdown([noted]),
     }
 
@@ -55,8 +65,8 @@ def test_markdown_matches_its_golden_file(name):
     _check(name, _scenarios()[name])
 
 
-def test_the_report_has_every_section_the_seed_asks_for():
-    text = (GOLDEN / "sweep.md").read_text()
+def test_the_report_has_every_section_the_exercise_asks_for():
+    text = _scenarios()["sweep.md"]
     assert "| mode | concurrency | n | median_wall_s | p95_wall_s | notes |" in text
     for heading in ("## TTFT vs HTTP latency", "## Does concurrency change latency?", "## Rule of thumb", "## Plots"):
         assert heading in text
@@ -64,17 +74,14 @@ def test_the_report_has_every_section_the_seed_asks_for():
 
 
 def test_the_rule_of_thumb_follows_the_data():
-    calm = sweep(levels=(1, 8))
-    text = rule_of_thumb_text(rule_of_thumb(ttft_vs_http(calm), concurrency_effects(calm)))
+    text = rule_text(sweep(levels=(1, 8)))
     assert text.startswith("On this node, HTTP overhead is ~0.")
     assert "model/runtime tuning, not network" in text
     assert "Concurrency 8 raises median TTFT by" in text
-    slow_http = sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1,))
-    text = rule_of_thumb_text(rule_of_thumb(ttft_vs_http(slow_http), []))
+    text = rule_text(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1,)))
     assert "dominates" in text and "not network" not in text
     assert "the server's HTTP framework and handler" in text
-    middle = sweep(ttft_us=10_000, http_delay_us=2_000, levels=(1,))
-    assert "non-trivial" in rule_of_thumb_text(rule_of_thumb(ttft_vs_http(middle), []))
+    assert "non-trivial" in rule_text(sweep(ttft_us=10_000, http_delay_us=2_000, levels=(1,)))
 
 
 def test_pipes_in_notes_do_not_break_the_table():

@@ -8,17 +8,24 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from netbench.compare import compare_runs
+from netbench import compare
+from netbench.cli import error_line
+from netbench.errors import MergeRefused
 from netbench.histograms import PERCENTILES, new_histogram
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
 from netbench.results import SCHEMA_VERSION, RunResult
-from netbench.spec import RunSpec, SpecError
-from tests.cli import netbench
+from netbench.spec import RunSpec
+from netbench.summary import Run, summarize
+from tests.cli import invoke
 from tests.runs import synthetic_run
 
 OPEN = RunSpec(url="http://127.0.0.1:8000/", mode="get", rate=50.0, max_concurrency=8)
 LOAD_COUNTERS = {"sent": 0, "cap_delayed": 0, "late_starts": 0, "send_span_us": 10_000_000, "schedule_span_us": 9_990_000, "open_loop_workers": 1}
+
+
+def compare_runs(base: RunResult, new: RunResult, *labels: str) -> compare.Comparison:
+    return compare.compare_runs(Run.of(base), Run.of(new), *labels)
 
 
 def lognormal_us(n: int, seed: int, median_ms: float = 50.0) -> np.ndarray:
@@ -49,7 +56,7 @@ def test_run_file_round_trip_is_lossless(tmp_path):
     assert loaded.to_dict() == run.to_dict()
     assert np.array_equal(loaded.records, run.records) and loaded.records.dtype == run.records.dtype
     for name in PHASE_NAMES:
-        assert loaded.stats(name) == run.stats(name)
+        assert loaded.histograms.stats(name) == run.histograms.stats(name)
     assert loaded.spec == run.spec and loaded.counters == run.counters and loaded.workers == run.workers
     loaded.save(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_text() == path.read_text()
@@ -74,10 +81,11 @@ def test_merged_percentiles_equal_one_histogram_of_every_value():
         assert histogram.get_value_at_percentile(q) == one.get_value_at_percentile(q)
     assert histogram.total_count == values.size and histogram.get_max_value() == one.get_max_value()
     # every phase, corrected ones included, as if one host had measured it all
+    merged_phases, alone_phases = summarize(merged).phases, summarize(alone).phases
     for name in ("e2e", "ttfb", "lag", "wait", "e2e_uncorrected"):
-        assert merged.stats(name) is not None
-        assert merged.stats(name).count == values.size
-    assert merged.stats("e2e_uncorrected") == alone.stats("e2e_uncorrected")
+        assert merged_phases[name] is not None
+        assert merged_phases[name].count == values.size
+    assert merged_phases["e2e_uncorrected"] == alone_phases["e2e_uncorrected"]
 
 
 def test_merge_sums_counters_concatenates_records_and_totals_the_load():
@@ -99,12 +107,13 @@ def test_merge_sums_counters_concatenates_records_and_totals_the_load():
 def test_merge_refuses_other_modes_paths_and_repeats_unless_forced():
     a = synthetic_run(lognormal_us(50, 1), RunSpec(url="http://127.0.0.1:8000/x", mode="get"))
     other_path = synthetic_run(lognormal_us(50, 2), RunSpec(url="http://127.0.0.1:8000/y", mode="get"), host="host-b")
-    with pytest.raises(SpecError, match=r"URL path '/x' in a.json but '/y' in b.json.*--force"):
+    with pytest.raises(MergeRefused, match=r"URL path '/x' in a.json but '/y' in b.json") as refused:
         merge_results([a, other_path], names=["a.json", "b.json"])
+    assert "--force" not in str(refused.value) and "(pass --force to merge anyway)" in error_line(refused.value)
     closed_vs_open = synthetic_run(lognormal_us(50, 2), RunSpec(url="http://127.0.0.1:8000/x", mode="get", rate=5.0), host="h")
-    with pytest.raises(SpecError, match="load 'closed loop' in a.json but 'open loop'"):
+    with pytest.raises(MergeRefused, match="load 'closed loop' in a.json but 'open loop'"):
         merge_results([a, closed_vs_open], names=["a.json", "b.json"])
-    with pytest.raises(SpecError, match="repeats a run already in a.json"):
+    with pytest.raises(MergeRefused, match="repeats a run already in a.json"):
         merge_results([a, a], names=["a.json", "b.json"])
     forced = merge_results([a, other_path], names=["a.json", "b.json"], force=True)
     assert any(note.startswith("merged with --force although URL path") for note in forced.notes)
@@ -114,11 +123,13 @@ def test_merge_refuses_other_modes_paths_and_repeats_unless_forced():
 def test_merge_recomputes_the_client_bound_verdict():
     late = {**LOAD_COUNTERS, "sent": 100, "late_starts": 5}
     a = synthetic_run(lognormal_us(100, 1), OPEN, counters=late)
-    a.notes = ["client-bound: stale note from host a"]
+    a.notes = ["a note"]
     b = synthetic_run(lognormal_us(100, 2), OPEN, counters={**LOAD_COUNTERS, "sent": 900}, host="host-b")
-    merged = merge_results([a, b])
-    # 5 late starts of 1000 is not above 1 %: the merged run is not client-bound, and the stale note is gone
-    assert not any("client-bound" in note for note in merged.notes)
+    assert summarize(a).client_bound and any(note.startswith("client-bound:") for note in summarize(a).notes)
+    merged = summarize(merge_results([a, b]))
+    # 5 late starts of 1000 is not above 1 %: the merged run is not client-bound, and says nothing of it
+    assert not merged.client_bound
+    assert not any("client-bound" in note for note in merged.notes) and "run 1: a note" in merged.notes
 
 
 def test_compare_finds_a_shift_significant_and_an_identical_run_not():
@@ -127,13 +138,13 @@ def test_compare_finds_a_shift_significant_and_an_identical_run_not():
     same = synthetic_run(lognormal_us(3000, 1))
     shifted = {p.phase: p for p in compare_runs(base, slower).phases}
     e2e = {q.statistic: q for q in shifted["e2e"].changes}
-    assert e2e["p50"].significant is True and e2e["p50"].ci_low_us > 0
+    assert e2e["p50"].significant is True and e2e["p50"].ci_low_us > 0 and e2e["p50"].change is compare.Change.SLOWER
     assert e2e["p50"].diff_us == pytest.approx(10_000, rel=0.15)
     assert e2e["p95"].significant is True
     assert e2e["p99"].significant is True  # 3000 records: enough for p99
     unchanged = {p.phase: p for p in compare_runs(base, same).phases}
     for change in unchanged["e2e"].changes:
-        assert change.diff_us == 0 and change.significant is False
+        assert change.diff_us == 0 and change.significant is False and change.change is compare.Change.NONE
         assert change.ci_low_us <= 0 <= change.ci_high_us
 
 
@@ -153,14 +164,14 @@ def test_merge_and_compare_commands(tmp_path):
     a, b = two_hosts(lognormal_us(600, 4))
     a.save(tmp_path / "a.json")
     b.save(tmp_path / "b.json")
-    done = netbench("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json"))
+    done = invoke("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json"))
     assert done.code == 0, done.stderr
     merged = RunResult.load(tmp_path / "all.json")
-    assert merged.stats("e2e") == merge_results([a, b]).stats("e2e")
-    shown = netbench("compare", str(tmp_path / "a.json"), str(tmp_path / "all.json"))
+    assert merged.histograms.stats("e2e") == merge_results([a, b]).histograms.stats("e2e")
+    shown = invoke("compare", str(tmp_path / "a.json"), str(tmp_path / "all.json"))
     assert shown.code == 0, shown.stderr
     assert "bootstrap on per-request records" in shown.stdout and "e2e_uncorrected" in shown.stdout
-    as_json = netbench("compare", str(tmp_path / "a.json"), str(tmp_path / "all.json"), "--json").json()
+    as_json = invoke("compare", str(tmp_path / "a.json"), str(tmp_path / "all.json"), "--json").json()
     e2e = next(p for p in as_json["phases"] if p["phase"] == "e2e")
     assert [c["statistic"] for c in e2e["changes"]] == ["p50", "p95", "p99"]
     assert e2e["base_count"] == len(a.records) and e2e["new_count"] == 600

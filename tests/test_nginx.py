@@ -43,7 +43,7 @@ def measure(url: str, tmp_path: Path, *args: str) -> tuple[int, dict, str]:
 def phase_count(run: dict, phase: str) -> int | None:
     from netbench.results import RunResult
 
-    stats = RunResult.from_dict(run).stats(phase)
+    stats = RunResult.from_dict(run).histograms.stats(phase)
     return None if stats is None else stats.count
 
 

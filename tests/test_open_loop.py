@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from pathlib import Path
+
 from netbench.load_check import client_bound_reasons, load_notes, offered_load
 from netbench.pacing import LATE_START_US
 from netbench.phases import derive
+from netbench.report.csvout import csv_row
 from netbench.report.table import print_report
 from netbench.results import RunResult, WorkerInfo
+from netbench.serial import plain
 from netbench.spec import RunSpec
+from netbench.summary import HEADLINE_KEYS, summarize
 from tests.cli import netbench
 from tests.runs import synthetic_records, synthetic_run
 from tests.servers.sim import start_sim_server
@@ -52,11 +57,31 @@ def test_max_concurrency_defaults_to_256_or_the_concurrency():
 
 
 def test_offered_load_is_requested_vs_sent():
-    load = offered_load(synthetic_run(np.full(10, 1000), OPEN, counters=ON_TIME))
+    run = synthetic_run(np.full(10, 1000), OPEN, counters=ON_TIME)
+    load = offered_load(run.spec, run.counters)
     assert load.requested_rps == 100.0 and load.sent_rps == pytest.approx(100.0)
     assert load.scheduled_rps == pytest.approx(125.0)  # a Poisson schedule's own rate is not the requested one
     assert load.max_in_flight == 256
-    assert offered_load(synthetic_run(np.full(10, 1000))) is None
+    closed = synthetic_run(np.full(10, 1000))
+    assert offered_load(closed.spec, closed.counters) is None
+
+
+def test_headline_keys_describe_what_ran_in_an_open_loop():
+    # an open-loop --duration run: 37 requests measured (the spec's n, 32, never ran), with at
+    # most 4 in flight although --concurrency kept its default of 1
+    spec = OPEN.replace(duration_s=2.0, max_concurrency=4)
+    run = synthetic_run(np.full(37, 1000), spec, counters=ON_TIME)
+    summary = summarize(run)
+    assert (spec.n, spec.concurrency) == (32, 1)
+    assert (summary.n, summary.concurrency) == (37, 4)
+    headline = {key: plain(summary)[key] for key in HEADLINE_KEYS}
+    assert headline == {"mode": "get", "concurrency": 4, "n": 37, "median_wall_s": 0.001, "p95_wall_s": 0.001}
+    assert {key: csv_row(summary)[key] for key in HEADLINE_KEYS} == headline
+    # the default cap: 256 in flight, or --concurrency when that is larger
+    assert summarize(synthetic_run(np.full(5, 1000), OPEN, counters=ON_TIME)).concurrency == 256
+    # closed loop: the concurrency as given, and n the requests measured (here an interrupted run)
+    closed = synthetic_run(np.full(5, 1000), RunSpec(url="http://127.0.0.1:8000/", mode="get", concurrency=3, n=50))
+    assert (summarize(closed).n, summarize(closed).concurrency) == (5, 3)
 
 
 @pytest.mark.parametrize(
@@ -73,28 +98,29 @@ def test_offered_load_is_requested_vs_sent():
 def test_client_bound_verdict(counters, cpu_s, expected):
     run = synthetic_run(np.full(10, 1000), OPEN, counters=counters)
     run.workers = [WorkerInfo(0, "host-a", 1, 10, 0.0, 10.0, cpu_s)]
-    reasons = client_bound_reasons(run)
+    reasons = client_bound_reasons(run.workers, offered_load(run.spec, run.counters))
     assert len(reasons) == len(expected)
     assert all(r.startswith(e) for r, e in zip(reasons, expected))
 
 
 def test_cap_waits_are_a_note_not_a_client_bound_verdict():
     run = synthetic_run(np.full(10, 1000), OPEN.replace(max_concurrency=4), counters={**ON_TIME, "cap_delayed": 500})
-    assert client_bound_reasons(run) == []
-    (note,) = load_notes(run)
+    load = offered_load(run.spec, run.counters)
+    assert client_bound_reasons(run.workers, load) == []
+    (note,) = load_notes(load, [])
+    assert summarize(run).notes == (note,)
     assert note.startswith("in-flight cap reached: 500 of 1000 requests waited for one of the 4 slots")
 
 
 def render(run: RunResult) -> str:
     console = Console(record=True, width=200)
-    print_report(run, console)
+    print_report(summarize(run), console)
     return console.export_text()
 
 
 def test_table_shows_uncorrected_rows_rate_and_client_bound_only_for_open_loop():
     late = {**ON_TIME, "late_starts": 50}
     opened = synthetic_run(np.full(10, 1000), OPEN, np.full(10, 300), counters=late)
-    opened.notes = load_notes(opened)
     text = render(opened)
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
     assert rows["lag"].split()[3] == "10" and rows["e2e_uncorrected"].split()[3] == "10"
@@ -110,6 +136,7 @@ def test_table_shows_uncorrected_rows_rate_and_client_bound_only_for_open_loop()
 # --- integration: the built-in server with a slow timing model --------------------------------
 
 
+@pytest.mark.integration
 def test_capped_open_loop_measures_from_the_intended_time(slow_sim, tmp_path):
     run_file, hgrm = tmp_path / "run.json", tmp_path / "e2e.hgrm"
     # 40/s offered, one request in flight, 60 ms each: at most ~16/s get through, the rest queue
@@ -145,6 +172,7 @@ def test_capped_open_loop_measures_from_the_intended_time(slow_sim, tmp_path):
     assert 0 < stddev_ms < mean_ms  # in ms, like every other value in the file
 
 
+@pytest.mark.integration
 def test_run_file_renders_again_through_report(slow_sim, tmp_path):
     run_file = tmp_path / "run.json"
     done = netbench(
@@ -164,6 +192,20 @@ def test_run_file_renders_again_through_report(slow_sim, tmp_path):
     assert table.code == 0 and "e2e_uncorrected" in table.stdout and "rate: requested 20/s" in table.stdout
 
 
-def test_late_start_bound_is_ten_milliseconds():
-    # the documented bound (docs/usage-open-loop.md); changing it is a documented change
-    assert LATE_START_US == 10_000
+@pytest.mark.integration
+def test_a_duration_run_reports_the_requests_it_measured_and_its_cap(slow_sim):
+    done = netbench("run", "--url", slow_sim, "--mode", "health", "--rate", "20", "--duration", "1s", "--json")
+    assert done.code == 0, done.stderr
+    summary = done.json()
+    assert summary["n"] == summary["requests"] == summary["open_loop"]["sent"] > 10  # ~20, not --n's 32
+    assert summary["concurrency"] == summary["open_loop"]["max_in_flight"] == 256  # not --concurrency's 1
+
+
+def test_the_late_start_bound_is_the_documented_one():
+    docs = (Path(__file__).parents[1] / "docs" / "usage-open-loop.md").read_text()
+    bound = f"{LATE_START_US / 1000:g} ms"
+    assert f"started more than {bound} late" in docs and f"schedule lag p99 was above {bound}" in docs
+    run = synthetic_run(np.full(10, 1000), OPEN, counters={**ON_TIME, "late_starts": 11})
+    (reason,) = client_bound_reasons(run.workers, offered_load(run.spec, run.counters))
+    assert reason.startswith(f"schedule lag p99 above {bound}:")
+    assert plain(summarize(run))["open_loop"]["late_start_bound_us"] == LATE_START_US

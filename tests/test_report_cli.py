@@ -10,11 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from netbench.cli import main
 from netbench.phases import RECORD_DTYPE
-from tests.cli import netbench
+from tests.cli import invoke, netbench
 from tests.servers.sim import start_sim_server
 from tests.synthetic_runs import make_run, sweep
 
@@ -30,8 +28,8 @@ def run_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _invoke(*args: str) -> str:
-    outcome = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert outcome.exit_code == 0, outcome.output
+    outcome = invoke(*args)
+    assert outcome.code == 0, outcome.stderr
     return outcome.stdout
 
 
@@ -101,7 +99,7 @@ def test_bad_input_is_one_line_and_exit_2(run_files, tmp_path):
     (tmp_path / "junk.txt").write_text("not a run")
     cases.append(("report", str(tmp_path / "junk.txt")))
     for args in cases:
-        result = netbench(*args)
+        result = invoke(*args)
         assert result.code == 2, (args, result.stderr)
         assert result.stderr.startswith("netbench: error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr

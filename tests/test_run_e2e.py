@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.cli import netbench
+
+pytestmark = pytest.mark.integration  # the console script in a subprocess, real servers
 
 
 def test_streaming_chat_run_reports_every_phase(sim_url):

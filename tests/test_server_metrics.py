@@ -142,21 +142,21 @@ def test_counter_summary_needs_llama_cpp_counters_that_counted_something():
 
 
 def test_llama_cpp_counters_are_reported_where_vllm_histograms_are():
-    from netbench.analysis import server_side
     from netbench.report.markdown import server_section
     from netbench.report.table import server_side_lines
+    from netbench.summary import summarize
     from tests.synthetic_runs import make_run
 
     before, after = (parse(URL, llama_cpp_samples.metrics(w)) for w in ("before", "after"))
     n = len(llama_cpp_samples.NAMES)
-    run = make_run("completions", 1, [250_000] * n, ttft_us=[20_000] * n, server_metrics=difference(before, after))
-    side = server_side(run)
-    assert side["counters"] == counter_summary(run.server_metrics, n) and "note" not in side
+    run = summarize(make_run("completions", 1, [250_000] * n, ttft_us=[20_000] * n, server_metrics=difference(before, after)))
+    side = run.split.server_side
+    assert side.counters == counter_summary(difference(before, after), n) and side.note is None
     line = "llama.cpp counters: 32 prompt tokens evaluated (+124 from the cache) in 134.7 ms (4.21 ms/token)"
     assert any(line in text for text in server_side_lines(run))
     assert any(line in text for text in server_section([run]))
-    idle = make_run("health", 1, [300] * 4, server_metrics=difference(after, after))
-    assert server_side(idle)["note"].startswith("the server's counters counted no request")
+    idle = summarize(make_run("health", 1, [300] * 4, server_metrics=difference(after, after)))
+    assert idle.split.server_side.note.startswith("the server's counters counted no request")
 
 
 # --- bucket interpolation -------------------------------------------------------------------
@@ -274,11 +274,9 @@ def _prompt_tokens(base_url: str, prompt: str) -> int:
 @pytest.mark.integration
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_llama_cpp_counters_count_exactly_the_requests_netbench_sent(slm_server, concurrency):
-    # Connection: close, because llama-server closes each connection after a stream anyway
-    # (tests/test_slm.py says why): reusing it would race the server's FIN.
+    # llama-server closes each connection after a stream (tests/test_slm.py): no reset for that
     spec = RunSpec(url=slm_server.openai_url, mode="completions", concurrency=concurrency, n=8, warmup=2,
-                   max_tokens=6, model=slm_server.model_id, prompt="1, 2, 3, 4, 5,",
-                   headers=(("Connection", "close"),))  # fmt: skip
+                   max_tokens=6, model=slm_server.model_id, prompt="1, 2, 3, 4, 5,")  # fmt: skip
     result = run(spec)
     assert result.ok == 8, result.notes
     metrics = result.server_metrics

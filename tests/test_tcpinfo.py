@@ -37,6 +37,7 @@ def test_older_kernels_give_what_they_have():
     assert parse(b"\x01" * 60) is None
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO on this platform")
 def test_a_loopback_connection_reads_its_own_bytes_and_the_fin():
     with socket.create_server(("127.0.0.1", 0)) as server:

@@ -7,7 +7,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from netbench.compare import Comparison, QuantileChange
+from netbench.compare import Change, Comparison, QuantileChange
 from netbench.report.units import ms, ms_signed
 
 
@@ -35,23 +35,22 @@ def _difference(change: QuantileChange) -> tuple[str, ...]:
         ratio = "n/a"
     else:  # the ms column holds the size of a change; past 999 % the percentage says little more
         ratio = ">+999" if percent > 999 else f"{percent:+.0f}" if abs(percent) >= 100 else f"{percent:+.1f}"
-    if change.significant is None:
+    if change.change is None:
         return ms_signed(change.diff_us), ratio, "-", "-"
     interval = f"{ms_signed(change.ci_low_us)}..{ms_signed(change.ci_high_us)}"
-    slower = change.ci_low_us is not None and change.ci_low_us > 0
-    verdict = ("[bold]slower[/bold]" if slower else "[bold]faster[/bold]") if change.significant else "no"
+    verdict = "no" if change.change is Change.NONE else f"[bold]{change.change.value}[/bold]"
     return ms_signed(change.diff_us), ratio, interval, verdict
 
 
 def header_lines(comparison: Comparison) -> list[str]:
     lines = []
-    for side, label, summary in (
+    for side, label, s in (
         ("base", comparison.base_label, comparison.base_summary),
         ("new", comparison.new_label, comparison.new_summary),
     ):
         lines.append(
-            f"{side} = {label}: {summary['mode']} · {summary['url']} · {summary['load']} · {summary['requests']} requests, "
-            f"{float(summary['error_rate']) * 100:.2f} % failed, {summary['achieved_rps']} requests/s, {summary['records']} records"
+            f"{side} = {label}: {s.mode} · {s.url} · {s.load} · {s.requests} requests, "
+            f"{s.error_rate * 100:.2f} % failed, {s.achieved_rps} requests/s, {s.records} records"
         )
     return lines
 

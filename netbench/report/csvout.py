@@ -1,4 +1,4 @@
-"""The CSV row per run, appended under a file lock: the seed's columns first, then the rest."""
+"""The CSV row per run, appended under a file lock: the headline columns first, then the rest."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import csv
 import fcntl
 import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from netbench.errors import InputError
 from netbench.phases import PHASE_NAMES
-from netbench.results import RunResult
-from netbench.summary import SEED_KEYS, summarize
+from netbench.summary import HEADLINE_KEYS, RunSummary
 
-DEFAULT_CSV = "benchmarks_out/network_latency_bench.csv"
 _PERCENTILE_KEYS = ("p50", "p95", "p99")
 COLUMNS: tuple[str, ...] = (
-    *SEED_KEYS,
+    *HEADLINE_KEYS,
     "notes",
     "timestamp",
     "url",
@@ -35,54 +35,74 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-class CsvColumnsError(ValueError):
+class CsvColumnsError(InputError):
     """The target CSV was written with other columns: reported as one line, exit code 2."""
 
+    def __init__(self, path: Path) -> None:
+        super().__init__("csv", str(path), "the file has other columns than this netbench writes; choose another file")
 
-def csv_row(result: RunResult) -> dict[str, object]:
-    summary = summarize(result)
-    notes = list(result.notes)
-    if result.interrupted:
-        notes.insert(0, "interrupted")
-    row: dict[str, object] = {key: summary[key] for key in SEED_KEYS}
+
+def csv_row(s: RunSummary) -> dict[str, object]:
+    notes = ["interrupted", *s.notes] if s.interrupted else list(s.notes)
+    row: dict[str, object] = {key: getattr(s, key) for key in HEADLINE_KEYS}
     row.update(
         notes="; ".join(notes),
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_at_s)),
-        url=summary["url"],
-        model=summary["model"] or "",
-        rate=summary["rate"] or "",
-        requests=summary["requests"],
-        ok=summary["ok"],
-        failed=summary["failed"],
-        error_rate=summary["error_rate"],
-        errors=" ".join(f"{k}={v}" for k, v in result.failures.items()),
-        achieved_rps=summary["achieved_rps"],
-        tokens_per_request="" if result.tokens_per_request is None else round(result.tokens_per_request, 2),
-        connections_new=result.counters.get("connections_new", 0),
-        connections_reused=result.counters.get("connections_reused", 0),
-        interrupted=result.interrupted,
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(s.started_at_s)),
+        url=s.url,
+        model=s.model or "",
+        rate=s.rate or "",
+        requests=s.requests,
+        ok=s.ok,
+        failed=s.failed,
+        error_rate=round(s.error_rate, 6),
+        errors=" ".join(f"{outcome.key}={count}" for outcome, count in s.errors.items()),
+        achieved_rps=round(s.achieved_rps, 2),
+        tokens_per_request="" if s.tokens_per_request is None else round(s.tokens_per_request, 2),
+        connections_new=s.connections.new,
+        connections_reused=s.connections.reused,
+        interrupted=s.interrupted,
     )
-    phases = summary["phases"]
     for phase in PHASE_NAMES:
-        stats = phases[phase]  # type: ignore[index]
+        stats = s.phase(phase)
         for q in _PERCENTILE_KEYS:
-            row[f"{phase}_{q}_ms"] = "" if stats is None else stats[f"{q}_us"] / 1000
+            row[f"{phase}_{q}_ms"] = "" if stats is None else getattr(stats, f"{q}_us") / 1000
     return {k: "" if v is None else v for k, v in row.items()}
 
 
-def append_rows(path: str | Path, results: list[RunResult]) -> None:
+def render_csv(summaries: Sequence[RunSummary]) -> str:
+    """One row per run, header included (`netbench report --format csv`)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_row(s) for s in summaries)
+    return buffer.getvalue()
+
+
+def _check_header(target: Path, header: str) -> None:
+    if header and header != ",".join(COLUMNS):
+        raise CsvColumnsError(target)
+
+
+def check_columns(path: str | Path) -> None:
+    """Refuse, before any load is sent, a CSV that another netbench (or anything else) wrote."""
+    target = Path(path)
+    if target.is_file():
+        with open(target, newline="") as handle:
+            _check_header(target, handle.readline().rstrip("\r\n"))
+
+
+def append_rows(path: str | Path, summaries: Sequence[RunSummary]) -> None:
     """Append one row per run; the header is written when the file is new. Atomic under
     concurrent writers: the whole append happens under an exclusive lock, as one write."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    rows = [csv_row(result) for result in results]  # built before the lock: other writers wait less
+    rows = [csv_row(s) for s in summaries]  # built before the lock: other writers wait less
     with open(target, "a+", newline="") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             handle.seek(0)
             header = handle.readline().rstrip("\r\n")
-            if header and header != ",".join(COLUMNS):
-                raise CsvColumnsError(f"{target} has other columns than this netbench writes; choose another --csv file")
+            _check_header(target, header)
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
             if not header:

@@ -1,15 +1,16 @@
-"""`--json`: one JSON object, the seed's keys first, then every phase and counter."""
+"""`--json`: one JSON object, the plain serialisation of the run summaries (docs/json-schema.md)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-from netbench.results import RunResult
-from netbench.summary import summarize
+from netbench.serial import plain
+from netbench.summary import RunSummary
 
 
-def render_json(results: list[RunResult]) -> str:
+def render_json(summaries: Sequence[RunSummary]) -> str:
     """One run: its summary object; a sweep: {"runs": [...]}."""
-    if len(results) == 1:
-        return json.dumps(summarize(results[0]), indent=2)
-    return json.dumps({"runs": [summarize(r) for r in results]}, indent=2)
+    if len(summaries) == 1:
+        return json.dumps(plain(summaries[0]), indent=2)
+    return json.dumps({"runs": plain(list(summaries))}, indent=2)

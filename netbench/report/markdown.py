@@ -1,6 +1,6 @@
-"""The Markdown report (`benchmarks_out/network_latency_bench.md`): the seed's table with per-phase
-columns, server-side /metrics, "TTFT vs HTTP latency", the significance lines and the rule of
-thumb, all worded here from `netbench.analysis`'s numbers (nothing is computed twice)."""
+"""The Markdown report (`benchmarks_out/network_latency_bench.md`): the runs table (the headline
+columns, then per-phase columns), server-side /metrics, "TTFT vs HTTP latency", the significance
+lines and the rule of thumb, all worded here from an `analysis.Analysis` (nothing is computed here)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from netbench.analysis import (
-    BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
     DOMINANT_SHARE,
     NEGLIGIBLE_SHARE,
+    Analysis,
     ConcurrencyEffect,
+    ConcurrencyEffects,
+    OverheadSource,
     RuleOfThumb,
-    TtftReference,
+    TtftOrigin,
     TtftVsHttp,
     Verdict,
-    concurrency_effects,
-    rule_of_thumb,
-    server_side,
-    sorted_runs,
-    ttft_vs_http,
 )
 from netbench.phases import PHASES
 from netbench.report.server_counters import counters_line
 from netbench.report.units import ms, ms_signed
-from netbench.results import RunResult
-from netbench.summary import SEED_KEYS, applies, wall_seconds
+from netbench.summary import HEADLINE_KEYS, RunSummary
 
 TITLE = "Network latency bench"
 
@@ -62,8 +58,8 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _label(result: RunResult) -> str:
-    spec = result.spec
+def _label(s: RunSummary) -> str:
+    spec = s.spec
     return f"{spec.mode} at rate {spec.rate:g}/s" if spec.open_loop else f"{spec.mode} c={spec.concurrency}"
 
 
@@ -74,26 +70,25 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-def run_notes(result: RunResult) -> list[str]:
-    notes = ["interrupted"] if result.interrupted else []
-    if result.failed:
-        detail = ", ".join(f"{k} {v}" for k, v in result.failures.items())
-        notes.append(f"{result.failed} of {result.requests} failed ({detail})")
-    if result.spec.open_loop:
-        notes.append(f"open loop, {result.spec.rate:g}/s {result.spec.arrival}")
-    return notes + list(result.notes)
+def run_notes(s: RunSummary) -> list[str]:
+    notes = ["interrupted"] if s.interrupted else []
+    if s.failed:
+        detail = ", ".join(f"{outcome.key} {count}" for outcome, count in s.errors.items())
+        notes.append(f"{s.failed} of {s.requests} failed ({detail})")
+    if s.spec.open_loop:
+        notes.append(f"open loop, {s.spec.rate:g}/s {s.spec.arrival}")
+    return notes + list(s.notes)
 
 
-def runs_table(results: Sequence[RunResult]) -> list[str]:
-    phases = [p for p in PHASES if any(applies(p, r) and r.stats(p.name) is not None for r in results)]
-    header = [*SEED_KEYS, "notes", *(f"{p.name} p50 / p95 ms" for p in phases)]
+def runs_table(summaries: Sequence[RunSummary]) -> list[str]:
+    phases = [p for p in PHASES if any(s.phase(p.name) is not None for s in summaries)]
+    header = [*HEADLINE_KEYS, "notes", *(f"{p.name} p50 / p95 ms" for p in phases)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for result in results:
-        median_s, p95_s = wall_seconds(result)
-        row = [result.spec.mode, result.spec.concurrency, result.spec.n, _seconds(median_s), _seconds(p95_s)]
-        row.append("; ".join(run_notes(result)))
+    for s in summaries:
+        row: list[object] = [s.mode, s.concurrency, s.n, _seconds(s.median_wall_s), _seconds(s.p95_wall_s)]
+        row.append("; ".join(run_notes(s)))
         for phase in phases:
-            stats = result.stats(phase.name) if applies(phase, result) else None
+            stats = s.phase(phase.name)
             row.append("" if stats is None else f"{ms(stats.p50_us)} / {ms(stats.p95_us)}")
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return lines
@@ -107,8 +102,8 @@ def _bucket(bounds: list[float | None]) -> str:
     return f"{ms(low)}–{'∞' if high is None else ms(high)}"
 
 
-def server_section(results: Sequence[RunResult]) -> list[str]:
-    sides = [(r, server_side(r)) for r in results]
+def server_section(summaries: Sequence[RunSummary]) -> list[str]:
+    sides = [(s, None if s.split is None else s.split.server_side) for s in summaries]
     if all(side is None for _, side in sides):
         return []
     lines = [
@@ -123,36 +118,37 @@ def server_section(results: Sequence[RunResult]) -> list[str]:
     ]
     rows = []
     said: dict[str, list[str]] = {}  # one line per message, naming every run it is about
-    for result, side in sides:
+    for s, side in sides:
         if side is None:
             continue
-        if not side["available"]:
-            said.setdefault(f"not available ({side['reason']})", []).append(_label(result))
+        if not side.available:
+            said.setdefault(f"not available ({side.reason})", []).append(_label(s))
             continue
-        if "note" in side:
-            said.setdefault(str(side["note"]), []).append(_label(result))
-        if isinstance(side.get("counters"), dict):
-            said.setdefault(counters_line(side["counters"]), []).append(_label(result))
+        if side.note is not None:
+            said.setdefault(side.note, []).append(_label(s))
+        if side.counters is not None:
+            said.setdefault(counters_line(side.counters), []).append(_label(s))
         for key in ("ttft", "e2e", "queue"):
-            entry = side.get(key)
-            if not isinstance(entry, dict):
+            entry = side.metrics.get(key)
+            if entry is None:
                 continue
-            if entry["server_single_bucket"]:
-                p50 = p95 = f"all in {_bucket(entry['server_p50_bucket_us'])}"
+            if entry.server_single_bucket:
+                p50 = p95 = f"all in {_bucket(entry.server_p50_bucket_us)}"
             else:
-                p50 = f"{ms(entry['server_p50_us'])} ({_bucket(entry['server_p50_bucket_us'])})"
-                open_p95 = "≥ " if entry["server_p95_is_lower_bound"] else ""
-                p95 = f"{open_p95}{ms(entry['server_p95_us'])} ({_bucket(entry['server_p95_bucket_us'])})"
+                p50 = f"{ms(entry.server_p50_us)} ({_bucket(entry.server_p50_bucket_us)})"
+                open_p95 = "≥ " if entry.server_p95_is_lower_bound else ""
+                p95 = f"{open_p95}{ms(entry.server_p95_us)} ({_bucket(entry.server_p95_bucket_us)})"
+            client = entry.client
             rows.append([
-                _label(result),
-                entry["metric"],
-                entry["count"],
+                _label(s),
+                entry.metric,
+                entry.count,
                 p50,
                 p95,
-                ms(entry["server_mean_us"]),
-                ms(entry.get("client_p50_us"), na=""),
-                ms(entry.get("client_mean_us"), na=""),
-                ms_signed(entry.get("gap_mean_us"), na=""),
+                ms(entry.server_mean_us),
+                "" if client is None else ms(client.client_p50_us),
+                "" if client is None else ms(client.client_mean_us),
+                "" if client is None else ms_signed(client.gap_mean_us),
             ])  # fmt: skip
     lines += [f"- {', '.join(labels)}: {message}." for message, labels in said.items()]
     if rows:
@@ -176,75 +172,77 @@ def _verdict_words(verdict: Verdict) -> str:
     }[verdict]
 
 
-def ttft_section(comparison: TtftVsHttp) -> list[str]:
-    c = comparison
+def ttft_section(c: TtftVsHttp) -> list[str]:
     lines = ["## TTFT vs HTTP latency", ""]
     rows = []
-    measured = c.measured_ttft
-    measured_ttft = None if measured is None else measured.stats("ttft")
+    measured = c.measured
+    measured_ttft = None if measured is None else measured.phase("ttft")
+    measured_row = None
+    if measured is not None and measured_ttft is not None:
+        measured_row = [ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
+                        f"{measured.mode} at concurrency 1, {measured_ttft.count} requests"]  # fmt: skip
     if c.ttft_us is not None:
-        if measured is not None and measured_ttft is not None and c.ttft_source and c.ttft_source.startswith("p50 of"):
-            rows.append(["warm TTFT", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
-                         f"{measured.spec.mode} at concurrency 1, {measured_ttft.count} requests"])  # fmt: skip
+        if c.ttft_origin is TtftOrigin.MEASURED and measured_row is not None:
+            rows.append(["warm TTFT", *measured_row])
         else:
             rows.append(["warm TTFT (reference)", ms(c.ttft_us), "", c.ttft_source])
-            if measured is not None and measured_ttft is not None:
-                rows.append(["TTFT measured here", ms(measured_ttft.p50_us), ms(measured_ttft.p95_us),
-                             f"{measured.spec.mode} at concurrency 1, {measured_ttft.count} requests"])  # fmt: skip
+            if measured_row is not None:
+                rows.append(["TTFT measured here", *measured_row])
     if c.baseline is not None:
-        e2e = c.baseline.stats("e2e")
+        e2e = c.baseline.phase("e2e")
         count = 0 if e2e is None else e2e.count
         rows.append(["HTTP wall time, baseline", ms(c.baseline_p50_us), ms(c.baseline_p95_us),
-                     f"{c.baseline.spec.mode} at concurrency 1 (no model work), {count} requests"])  # fmt: skip
+                     f"{c.baseline.mode} at concurrency 1 (no model work), {count} requests"])  # fmt: skip
     if rows:
         lines += ["| | p50 ms | p95 ms | from |", "|---|---|---|---|"]
         lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
         lines.append("")
     for reason in c.missing:
         lines.append(f"- Missing: {reason}.")
-    if c.overhead_us is not None and c.ttft_us is not None and c.share is not None and c.verdict is not None:
-        what = "the baseline's HTTP wall time" if c.overhead_source == "baseline" else "client − server-side TTFT (mean)"
+    share = c.overhead_share_of_ttft
+    if c.overhead_us is not None and c.ttft_us is not None and share is not None and c.verdict is not None:
+        what = "the baseline's HTTP wall time" if c.overhead_source is OverheadSource.BASELINE else "client − server-side TTFT (mean)"
         lines.append(
             f"- **Overhead: {ms(c.overhead_us)} ms ({what}) against a warm TTFT of {ms(c.ttft_us)} ms: "
-            f"{percent(c.share)} of it, {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
+            f"{percent(share)} of it, {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
             f"negligible; {percent(DOMINANT_SHARE)} or more means the HTTP path, not the model, dominates.)"
         )
     elif c.overhead_us is None:
         lines.append("- Overhead: not measured (it needs a baseline run, or server-side TTFT from /metrics).")
-    if c.components and c.carrier is not None:
-        parts = ", ".join(f"{COMPONENT_LABELS[p.key]} {ms(p.us)} ms" for p in sorted(c.components, key=lambda p: -p.us))
+    if c.baseline_components_us and c.carrier is not None:
+        ordered = sorted(c.baseline_components_us.items(), key=lambda item: -item[1])
+        parts = ", ".join(f"{COMPONENT_LABELS[key]} {ms(us)} ms" for key, us in ordered)
         lines.append(
             f"- Where the baseline's time goes (p50 of each part): {parts}. "
-            f"The largest part is the {COMPONENT_LABELS[c.carrier.key]}."
+            f"The largest part is the {COMPONENT_LABELS[c.carrier]}."
         )
     if measured is not None:
-        ttfb, after = measured.stats("ttfb"), measured.stats("ttft_after_headers")
-        if ttfb is not None and after is not None and measured_ttft is not None:
+        stream = None if measured.split is None else measured.split.stream
+        if stream is not None and None not in (stream.ttfb_p50_us, stream.ttft_after_headers_p50_us, stream.ttft_p50_us):
             lines.append(
-                f"- In the {measured.spec.mode} run at concurrency 1 the response headers came after "
-                f"{ms(ttfb.p50_us)} ms (TTFB p50) and the first token {ms(after.p50_us)} ms after them "
-                f"(TTFT after headers p50): of a TTFT of {ms(measured_ttft.p50_us)} ms, "
-                f"{percent(after.p50_us / measured_ttft.p50_us if measured_ttft.p50_us else 0)} is spent after the "
-                "server has answered (queue + prefill)."
+                f"- In the {measured.mode} run at concurrency 1 the response headers came after "
+                f"{ms(stream.ttfb_p50_us)} ms (TTFB p50) and the first token {ms(stream.ttft_after_headers_p50_us)} ms after them "
+                f"(TTFT after headers p50): of a TTFT of {ms(stream.ttft_p50_us)} ms, "
+                f"{percent(stream.after_headers_share_of_ttft or 0)} is spent after the server has answered (queue + prefill)."
             )
         lines.append(_server_ttft_line(c, measured))
     return lines + [""]
 
 
-def _server_ttft_line(c: TtftVsHttp, measured: RunResult) -> str:
-    side = server_side(measured)
+def _server_ttft_line(c: TtftVsHttp, measured: RunSummary) -> str:
+    side = None if measured.split is None else measured.split.server_side
     if side is None:
         return "- Server-side TTFT: the run file holds no /metrics scrape."
-    if not side["available"]:
-        return f"- Server-side TTFT: not available ({side['reason']})."
-    if c.server_ttft is None or c.server_gap_us is None:
+    if not side.available:
+        return f"- Server-side TTFT: not available ({side.reason})."
+    s, gap = c.server_ttft, c.client_minus_server_ttft_mean_us
+    if s is None or gap is None:
         return "- Server-side TTFT: /metrics has no TTFT histogram with this run's requests."
-    s = c.server_ttft
-    bucket = f"{ms(s.p50_bucket_us[0])}–{ms(s.p50_bucket_us[1])} ms bucket"
-    p50 = f"all in the {bucket}" if s.single_bucket else f"p50 {ms(s.p50_us)} ms (interpolated within the {bucket})"
+    bucket = f"{_bucket(s.server_p50_bucket_us)} ms bucket"
+    p50 = f"all in the {bucket}" if s.server_single_bucket else f"p50 {ms(s.server_p50_us)} ms (interpolated within the {bucket})"
     return (
-        f"- Server-side TTFT ({s.metric}, {s.count} requests): mean {ms(s.mean_us)} ms (exact), {p50}. Client TTFT − "
-        f"server TTFT = {ms_signed(c.server_gap_us)} ms (means): the network + HTTP + framework overhead of a stream."
+        f"- Server-side TTFT ({s.metric}, {s.count} requests): mean {ms(s.server_mean_us)} ms (exact), {p50}. Client TTFT − "
+        f"server TTFT = {ms_signed(gap)} ms (means): the network + HTTP + framework overhead of a stream."
     )
 
 
@@ -263,17 +261,17 @@ def effect_line(effect: ConcurrencyEffect) -> str:
     )
 
 
-def significance_section(effects: Sequence[ConcurrencyEffect], resamples: int, seed: int) -> list[str]:
+def significance_section(effects: ConcurrencyEffects, resamples: int, seed: int) -> list[str]:
     lines = ["## Does concurrency change latency?", ""]
-    if not effects:
+    if not effects.effects:
         return lines + ["No run at a concurrency above 1: nothing to compare.", ""]
     lines += [
-        f"Median at concurrency C minus median at concurrency 1, with a bootstrap {CONFIDENCE * 100:.0f} % confidence "
-        f"interval ({resamples} resamples, seed {seed}) on the per-request records; significant when the interval "
-        "excludes 0.",
+        "Median at concurrency C minus median at concurrency 1 (the p50s of the runs table), with a bootstrap "
+        f"{CONFIDENCE * 100:.0f} % confidence interval ({resamples} resamples, seed {seed}) from the per-request "
+        "records; significant when the interval excludes 0.",
         "",
     ]
-    return lines + [effect_line(e) for e in effects] + [""]
+    return lines + [effect_line(e) for e in effects.effects] + [""]
 
 
 # --- the rule of thumb --------------------------------------------------------------------
@@ -284,8 +282,8 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
     if rule.verdict is None or rule.overhead_us is None or rule.ttft_us is None or rule.share is None:
         return "No rule of thumb from these runs: " + "; ".join(rule.missing or ("the numbers are missing",)) + "."
     x, t, s = ms(rule.overhead_us), ms(rule.ttft_us), percent(rule.share)
-    overhead = "HTTP overhead" if rule.overhead_source == "baseline" else "HTTP overhead (client − server TTFT)"
-    carrier = f", mostly {COMPONENT_SHORT[rule.carrier.key]}" if rule.carrier is not None else ""
+    overhead = "HTTP overhead" if rule.overhead_source is OverheadSource.BASELINE else "HTTP overhead (client − server TTFT)"
+    carrier = f", mostly {COMPONENT_SHORT[rule.carrier]}" if rule.carrier is not None else ""
     if rule.verdict is Verdict.NEGLIGIBLE:
         text = (
             f"On this node, {overhead} is ~{x} ms on top of warm TTFT ({t} ms; {s} of it); meaningful latency "
@@ -323,22 +321,13 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
 # --- the whole report ---------------------------------------------------------------------
 
 
-def render_markdown(
-    results: Sequence[RunResult],
-    ttft_ref: TtftReference | None = None,
-    plots: Sequence[tuple[str, str]] = (),
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = 0,
-) -> str:
+def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -> str:
     """The report; `plots` are (caption, link relative to the report) pairs."""
-    runs = sorted_runs(results)
-    comparison = ttft_vs_http(runs, ttft_ref)
-    effects = concurrency_effects(runs, resamples, seed)
-    rule = rule_of_thumb(comparison, effects)
-    urls = ", ".join(dict.fromkeys(str(r.context.get("url", r.spec.url)) for r in runs))
-    started = min((r.started_at_s for r in runs), default=0.0)
+    runs = analysis.runs
+    urls = ", ".join(dict.fromkeys(s.url for s in runs))
+    started = min((s.started_at_s for s in runs), default=0.0)
     when = datetime.fromtimestamp(started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    libcurl = ", ".join(dict.fromkeys(str(r.context["libcurl"]).split(" ")[1] for r in runs if "libcurl" in r.context))
+    libcurl = ", ".join(dict.fromkeys(s.libcurl.split(" ")[1] for s in runs if s.libcurl))
     lines = [
         f"# {TITLE}",
         "",
@@ -354,11 +343,11 @@ def render_markdown(
         "server = wait − rtt; ttft_after_headers = ttft − ttfb.",
         "",
         *server_section(runs),
-        *ttft_section(comparison),
-        *significance_section(effects, resamples, seed),
+        *ttft_section(analysis.ttft_vs_http),
+        *significance_section(analysis.concurrency, analysis.resamples, analysis.seed),
         "## Rule of thumb",
         "",
-        f"> {rule_of_thumb_text(rule)}",
+        f"> {rule_of_thumb_text(analysis.rule_of_thumb)}",
         "",
     ]
     if plots:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 @contextmanager
-def progress_bar(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+def progress_bar(stream: TextIO, enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
     """Yields a (completed, total) callback, or None when no bar is shown."""
-    if not enabled or not sys.stderr.isatty():
+    if not enabled or not stream.isatty():
         yield None
         return
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=Console(file=stream), transient=True) as progress:
         task = progress.add_task(label, total=None)
 
         def update(completed: int, total: int) -> None:

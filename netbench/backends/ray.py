@@ -10,34 +10,42 @@ asked to stop and hand back what it measured. A threaded actor (two threads) can
 runs the worker, the other takes `stop` and `progress` calls, so Ctrl-C ends a cluster run
 with its measurements, as it ends a local one.
 
-All workers start together: once every actor is up, the parent sets one wall-clock start time
-(`WorkerTask.start_at_s`) a short allowance ahead and each worker sleeps until it, so
-closed-loop slots and open-loop schedules line up across hosts (given synchronised clocks).
+All workers start together, as local ones do: each actor warms up, reports ready and waits;
+once every actor is ready, the parent calls `on_start` (the /metrics scrape), sets one
+wall-clock start time a short margin ahead and each worker sleeps until it, so closed-loop
+slots and open-loop schedules line up across hosts (given synchronised clocks).
+
+Without an address (and no RAY_ADDRESS) netbench starts a private Ray on this host bound to
+127.0.0.1, and it binds to loopback to join a head on a loopback address: Ray resolves
+`--node-ip-address 127.0.0.1` to the machine's external address on Linux, and only its
+single-host mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default on macOS) stays on loopback.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
+import ipaddress
 import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
-
+from netbench.backends.base import READY_DEADLINE_S, BackendRun, ProgressCallback, stopped_result
+from netbench.errors import InputError
 from netbench.phases import empty_records
-from netbench.runner import ProgressCallback, _stop_on_signals, stop_signal_name
-from netbench.spec import SpecError
+from netbench.signals import stop_on_signals, stop_signal_name
 from netbench.worker import WorkerResult, WorkerTask, run_worker
 
-#: from every actor being up to the common start: dispatch of the run calls and connection setup
-START_ALLOWANCE_S = 1.0
+#: from the ready barrier to the common start: the start calls reach every actor within it
+START_MARGIN_S = 0.1
+#: Ray's switch to its single-host mode, where every process binds to 127.0.0.1
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: a worker that starts measuring later than this after the common start is reported
 _START_SLIP_S = 0.05
 #: for the cluster to place every actor and for each to import netbench
@@ -59,35 +67,53 @@ _ACTOR_OPTIONS = {
 }
 
 
-def _ray() -> Any:
-    """Ray itself, or one line (exit 2) saying how to install it."""
+def _ray(loopback: bool) -> Any:
+    """Ray itself (on loopback when asked), or one line (exit 2) saying how to install it."""
+    if loopback:
+        os.environ[LOOPBACK_ENV] = "0"  # read when Ray is imported, here and in its processes
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:  # imported already (a caller's own import): read once, so set it
+            constants.ENABLE_RAY_CLUSTER = False
     try:
         import ray
     except ImportError:
-        raise SpecError("--backend ray needs Ray: pip install 'netbench[ray]'") from None
+        raise InputError("backend", "ray", "Ray is not installed (pip install 'netbench[ray]')") from None
     return ray
 
 
+def on_loopback(address: str | None) -> bool:
+    """A private Ray (no address) or a head on a loopback address."""
+    if address in (None, "", "local"):
+        return True
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def connect(address: str | None) -> Any:
-    """Join the cluster at `address` (None: a running local one, else start one), quietly.
+    """Join the cluster at `address` (None: RAY_ADDRESS, else a private Ray on 127.0.0.1;
+    "auto": a Ray already running on this host), quietly.
 
     A sweep's runs share one connection; Ray is shut down when netbench exits, and only
     when netbench started it (a caller's own `ray.init` is left alone).
     """
-    ray = _ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray = _ray(on_loopback(address))
     if not ray.is_initialized():
-        _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        _check_reachable(address)
         try:
             ray.init(
-                address=address,
+                address=address or "local",
                 log_to_driver=False,  # worker output would interleave with the report
                 include_dashboard=False,
                 configure_logging=True,
                 logging_level=logging.ERROR,
             )
         except ConnectionError as error:
-            raise SpecError(
-                f"--ray-address {address}: {error}; a cluster started with token authentication "
+            raise InputError(
+                "ray_address", address, f"{error}; a cluster started with token authentication "
                 "(the default of `ray start` since Ray 2.59) needs RAY_AUTH_MODE=token here and its token "
                 "(~/.ray/auth_token or RAY_AUTH_TOKEN)"
             ) from None
@@ -124,26 +150,22 @@ def _check_reachable(address: str | None) -> None:
     except ValueError:
         port = None
     if not parts.hostname or port is None:
-        raise SpecError(f"--ray-address {address!r}: expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
+        raise InputError("ray_address", address, "expected HOST:PORT of the Ray head (e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((parts.hostname, port), timeout=_CONNECT_DEADLINE_S).close()
     except OSError as error:
-        raise SpecError(
-            f"--ray-address {address}: no Ray head answers there ({error.strerror or error}); "
-            "start one with `ray start --head`"
+        raise InputError(
+            "ray_address", address, f"no Ray head answers there ({error.strerror or error}); start one with `ray start --head`"
         ) from None
 
 
-def cluster_cpus(address: str | None) -> int:
-    """The cluster's CPUs: the default worker count (one worker per CPU), at least 1."""
-    return max(1, int(connect(address).cluster_resources().get("CPU", 0)))
-
-
 class _ActorControl:
-    """`WorkerControl` inside one actor: stop and progress cross threads, the start is fixed."""
+    """`WorkerControl` inside one actor: stop, progress and the start cross threads."""
 
     def __init__(self) -> None:
         self.stopped = threading.Event()
+        self.ready = threading.Event()
+        self.started = threading.Event()
         self.completed = 0
         self.start_at_s = 0.0
 
@@ -154,11 +176,14 @@ class _ActorControl:
         self.completed = completed
 
     def wait_for_start(self, worker: int) -> float:
+        self.ready.set()
+        while not self.started.wait(0.01) and not self.stopped.is_set():
+            pass
         return self.start_at_s
 
 
 class _WorkerActor:
-    """Hosts one worker in a Ray worker process (made a Ray actor class by `run_ray`)."""
+    """Hosts one worker in a Ray worker process (made a Ray actor class by `RayBackend.run`)."""
 
     def __init__(self) -> None:
         # Created with the actor, so a stop that overtakes the run call is not lost.
@@ -168,8 +193,15 @@ class _WorkerActor:
         return socket.gethostname(), os.getpid()
 
     def run(self, task: WorkerTask) -> WorkerResult:
-        self.control.start_at_s = task.start_at_s
         return run_worker(task, self.control)
+
+    def is_ready(self) -> bool:
+        """Warmed up, and waiting at the barrier."""
+        return self.control.ready.is_set()
+
+    def start(self, start_at_s: float) -> None:
+        self.control.start_at_s = start_at_s
+        self.control.started.set()
 
     def stop(self) -> None:
         self.control.stopped.set()
@@ -178,36 +210,43 @@ class _WorkerActor:
         return self.control.completed
 
 
-def run_ray(
-    tasks: list[WorkerTask], address: str | None, on_progress: ProgressCallback | None = None
-) -> tuple[list[WorkerResult], list[str], str | None]:
-    """Run tasks as Ray actors. Returns (results, problems, the signal that stopped the run).
+class RayBackend:
+    def __init__(self, address: str | None) -> None:
+        self.address = address
 
-    A worker that raises, dies with its node, or outlives every deadline comes back as a
-    result with `error` set (and nothing measured), next to what the others measured.
-    """
-    ray = connect(address)
-    actor_class = ray.remote(_WorkerActor).options(**_ACTOR_OPTIONS)
-    actors = [actor_class.remote() for _ in tasks]
-    problems: list[str] = []
-    try:
-        with _stop_on_signals(lambda: None) as received:
-            where, failed = _place(ray, actors, tasks, received)
-            if received:
-                return [], problems, stop_signal_name(received)
-            start_at_s = time.time() + START_ALLOWANCE_S
-            runs = {
-                actors[t.index].run.remote(dataclasses.replace(t, start_at_s=start_at_s)): t
-                for t in tasks
-                if t.index not in failed
-            }
-            results = _collect(ray, runs, actors, where, received, on_progress)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    results.update(failed)
-    problems += _late_starts(results.values(), start_at_s)
-    return [results[i] for i in sorted(results)], problems, stop_signal_name(received)
+    def cores(self) -> int | None:
+        """The cluster's CPUs: the default worker count (one worker per CPU), at least 1."""
+        return max(1, int(connect(self.address).cluster_resources().get("CPU", 0)))
+
+    def run(
+        self, tasks: list[WorkerTask], on_progress: ProgressCallback | None = None, on_start: Callable[[], None] | None = None
+    ) -> BackendRun:
+        """Run tasks as Ray actors.
+
+        A worker that raises, dies with its node, or outlives every deadline comes back as a
+        result with `error` set (and nothing measured), next to what the others measured; a
+        Ctrl-C before the workers measured anything gives each an empty, interrupted result.
+        """
+        ray = connect(self.address)
+        actor_class = ray.remote(_WorkerActor).options(**_ACTOR_OPTIONS)
+        actors = [actor_class.remote() for _ in tasks]
+        problems: list[str] = []
+        start_at_s = 0.0
+        try:
+            with stop_on_signals(lambda: None) as received:
+                where, failed = _place(ray, actors, tasks, received)
+                if received:
+                    stopped = [stopped_result(t, *_UNKNOWN_HOST) for t in tasks]
+                    return BackendRun(stopped, problems, stop_signal_name(received))
+                runs = {actors[t.index].run.remote(t): t for t in tasks if t.index not in failed}
+                start_at_s = _start_when_ready(ray, runs, actors, received, on_progress, on_start, problems)
+                results = _collect(ray, runs, actors, where, received, on_progress, start_at_s)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+        results.update(failed)
+        problems += _late_starts(results.values(), start_at_s)
+        return BackendRun([results[i] for i in sorted(results)], problems, stop_signal_name(received))
 
 
 def _place(
@@ -224,6 +263,8 @@ def _place(
     failed: dict[int, WorkerResult] = {}
     for ref, i in pings.items():
         if ref in pending:
+            if received:
+                continue
             cpus = ray.cluster_resources().get("CPU", 0)
             error = f"not placed within {_PLACE_DEADLINE_S:.0f} s (the cluster has {cpus:g} CPUs for {len(tasks)} workers)"
             failed[i] = _failed(tasks[i], _UNKNOWN_HOST, error)
@@ -235,6 +276,46 @@ def _place(
     return where, failed
 
 
+def _start_when_ready(
+    ray: Any,
+    runs: dict[Any, WorkerTask],
+    actors: list[Any],
+    received: list[int],
+    on_progress: ProgressCallback | None,
+    on_start: Callable[[], None] | None,
+    problems: list[str],
+) -> float:
+    """The ready barrier: wait until every running worker has warmed up (or ended, or the run
+    was stopped), then start them all at one time; returns it (0.0 when nothing started)."""
+    deadline = time.monotonic() + READY_DEADLINE_S
+    running = [actors[t.index] for t in runs.values()]
+    stop = not runs
+    while not received and not stop:
+        finished, _ = ray.wait(list(runs), num_returns=len(runs), timeout=0)
+        waiting = [actors[runs[ref].index] for ref in runs if ref not in finished]
+        try:
+            if all(ray.get([actor.is_ready.remote() for actor in waiting], timeout=_POLL_S * 4)):
+                break
+        except (ray.exceptions.RayError, TimeoutError):
+            pass  # a lost actor: its run call reports it
+        if on_progress is not None:
+            on_progress(_completed(ray, {}, running), 0)
+        if time.monotonic() > deadline:
+            problems.append(f"workers did not become ready within {READY_DEADLINE_S:.0f} s")
+            stop = True  # as a signal would: what was measured is kept
+        time.sleep(_POLL_S / 5)
+    if received or stop:
+        for actor in running:
+            actor.stop.remote()
+        return 0.0
+    if on_start is not None:
+        on_start()
+    start_at_s = time.time() + START_MARGIN_S
+    for actor in running:
+        actor.start.remote(start_at_s)
+    return start_at_s
+
+
 def _collect(
     ray: Any,
     runs: dict[Any, WorkerTask],
@@ -242,10 +323,11 @@ def _collect(
     where: dict[int, tuple[str, int]],
     received: list[int],
     on_progress: ProgressCallback | None,
+    start_at_s: float,
 ) -> dict[int, WorkerResult]:
     """Wait for the run calls, each with a deadline; Ctrl-C asks every worker to stop."""
     results: dict[int, WorkerResult] = {}
-    deadline = time.monotonic() + START_ALLOWANCE_S + max((_run_bound_s(t) for t in runs.values()), default=0.0)
+    deadline = time.monotonic() + START_MARGIN_S + max((_run_bound_s(t) for t in runs.values()), default=0.0)
     pending = list(runs)
     stopping = False
     total = 0 if any(t.spec.duration_s for t in runs.values()) else sum(t.count for t in runs.values())
@@ -269,8 +351,6 @@ def _collect(
         waited = "after it was stopped" if stopping else f"within {_run_bound_s(task):.0f} s, its worst case"
         results[task.index] = _failed(task, where[task.index], f"returned no result {waited}")
     return results
-
-
 def _completed(ray: Any, results: dict[int, WorkerResult], running: list[Any]) -> int:
     """Requests finished so far: the results in hand plus what running workers report."""
     done = sum(r.counters.get("requests", 0) for r in results.values())
@@ -314,10 +394,12 @@ def _describe(ray: Any, error: Exception) -> str:
 
 
 def _late_starts(results: Iterable[WorkerResult], start_at_s: float) -> list[str]:
-    """Workers that missed the common start (warm-up or start-up outlasted the allowance)."""
+    """Workers that missed the common start (the start call reached them late)."""
+    if not start_at_s:
+        return []
     return [
         f"worker {r.index} on {r.host} started {1000 * (r.started_at_s - start_at_s):.0f} ms after the common "
-        f"start: its warm-up or start-up outlasted the {START_ALLOWANCE_S:g} s start allowance"
+        f"start: the start call outlasted the {START_MARGIN_S * 1000:g} ms margin"
         for r in results
         if r.started_at_s and r.started_at_s - start_at_s > _START_SLIP_S
     ]

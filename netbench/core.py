@@ -1,0 +1,265 @@
+"""The commands' logic, under a thin CLI (`cli.py` turns flags into these calls and errors into
+one line). Each command takes an `Env` (where output goes, the clock) and returns a
+`CommandResult`; `exit_status` is the one place a result, or an error, becomes an exit code
+(the README's precedence table).
+
+Reports are computed once: each run's `RunSummary` when it ends, one `Analysis` over the runs of
+a report, and every output renders those.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
+from netbench.compare import compare_runs
+from netbench.errors import InputError
+from netbench.merge import merge_results
+from netbench.phases import PHASE_NAMES
+from netbench.report import csvout, hgrm, jsonout, raw
+from netbench.report.gates import gate_lines
+from netbench.report.progress import progress_bar
+from netbench.report.table import print_report
+from netbench.report.terminal import console
+from netbench.results import RunFileError, RunResult
+from netbench.runner import run
+from netbench.serial import plain
+from netbench.slo import GateResult, evaluate, parse_slo
+from netbench.spec import RunSpec, SpecError
+from netbench.summary import Run
+
+
+class ExitStatus(enum.IntEnum):
+    """Every exit code netbench uses (README, "Exit codes")."""
+
+    OK = 0
+    FAILED_REQUESTS = 1  # failed requests over the allowed error rate, none ok, or a worker lost
+    BAD_INPUT = 2
+    SLO_FAILED = 3
+    # Stopped by a signal, the report printed and written: the shell's 128 + signal number.
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where a command writes, and the wall clock it reads."""
+
+    stdout: TextIO
+    stderr: TextIO
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What decides the exit status of a command."""
+
+    #: the signal that stopped a run ("SIGINT", "SIGTERM"); None when none did
+    stop_signal: str | None = None
+    interrupted: bool = False
+    #: requests failed beyond the allowed rate, none succeeded, or a worker was lost
+    failed: bool = False
+    gates_failed: bool = False
+
+
+def exit_status(outcome: CommandResult | BaseException) -> ExitStatus:
+    """The exit status of a command's result or of the error it raised. When several apply,
+    the first in this order wins: interrupted (130/143), failed requests (1), SLO (3)."""
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, KeyboardInterrupt):
+            return ExitStatus.INTERRUPTED
+        if isinstance(outcome, (SpecError, RunFileError, OSError)):
+            return ExitStatus.BAD_INPUT
+        raise outcome  # a bug: let it show
+    if outcome.interrupted:
+        return ExitStatus.TERMINATED if outcome.stop_signal == "SIGTERM" else ExitStatus.INTERRUPTED
+    if outcome.failed:
+        return ExitStatus.FAILED_REQUESTS
+    return ExitStatus.SLO_FAILED if outcome.gates_failed else ExitStatus.OK
+
+
+# --- run and sweep -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a measuring command writes beside the table."""
+
+    as_json: bool = False
+    csv_path: str | None = None
+    output_path: str | None = None
+    raw_path: str | None = None
+    hgrm: tuple[tuple[str, str], ...] = ()
+    slos: tuple[str, ...] = ()
+    max_error_rate: float = 0.0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Measured(CommandResult):
+    runs: tuple[Run, ...] = ()
+    gates: tuple[GateResult, ...] = field(default=())
+
+
+def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
+    """Run each spec in turn (a sweep stops at an interrupted run), render, write, gate."""
+    from netbench.report.sweep_table import print_sweep
+
+    slos = [parse_slo(text) for text in outputs.slos]  # bad gates fail before any load is sent
+    for phase, _ in outputs.hgrm:
+        if phase not in PHASE_NAMES:
+            raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
+    if outputs.csv_path:
+        csvout.check_columns(outputs.csv_path)
+    runs: list[Run] = []
+    for spec in specs:
+        label = f"{spec.mode} c={spec.concurrency}"
+        with progress_bar(env.stderr, outputs.progress, label) as on_progress:
+            result = run(spec, on_progress, clock=env.clock)
+        runs.append(Run.of(result))
+        if not outputs.as_json:
+            print_report(runs[-1].summary, console(env.stdout))
+        if result.interrupted:
+            break
+    summaries = [r.summary for r in runs]
+    if len(runs) > 1 and not outputs.as_json:
+        print_sweep(summaries, console(env.stdout))
+    if outputs.as_json:
+        print(jsonout.render_json(summaries), file=env.stdout)
+    if outputs.csv_path:
+        csvout.append_rows(outputs.csv_path, summaries)
+    if outputs.output_path:
+        _save_run_files([r.result for r in runs], outputs.output_path)
+    results = [r.result for r in runs]
+    if outputs.raw_path:
+        raw.write_raw_csv(results, outputs.raw_path)
+    for phase, path in outputs.hgrm:
+        hgrm.write_hgrm(results, phase, path)
+    gates = evaluate(slos, summaries)
+    for line in gate_lines(gates):
+        print(line, file=env.stderr if outputs.as_json else env.stdout)
+    stopped = next((s.stop_signal for s in summaries if s.stop_signal), None)
+    return Measured(
+        stop_signal=stopped,
+        interrupted=any(s.interrupted for s in summaries),
+        failed=any(s.error_rate > outputs.max_error_rate or s.ok == 0 or s.workers_failed for s in summaries),
+        gates_failed=any(not g.passed for g in gates),
+        runs=tuple(runs),
+        gates=tuple(gates),
+    )
+
+
+def _save_run_files(results: Sequence[RunResult], path: str) -> None:
+    """One run: the file itself. Several (a sweep): a folder with one file per run."""
+    if len(results) == 1 and not path.endswith("/"):
+        results[0].save(path)
+        return
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        result.save(folder / f"{result.label}.json")
+
+
+# --- report, merge, compare ------------------------------------------------------------------
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """Run files; a folder stands for the *.json files in it."""
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise RunFileError(f"{path} holds no run files (*.json)")
+            files += found
+        else:
+            files.append(path)
+    return [Run.of(RunResult.load(f)) for f in files]
+
+
+REPORT_FORMATS = ("md", "table", "json", "csv")
+
+
+def report(
+    paths: Sequence[str],
+    env: Env,
+    fmt: str = "md",
+    output_path: str | None = None,
+    ttft_ref: str | None = None,
+    plots_dir: str | None = None,
+    seed: int = 0,
+) -> CommandResult:
+    """Render saved runs again: the runs table, TTFT vs HTTP latency, significance, the rule of
+    thumb (md), the same as JSON or as breakdown tables, or the CSV rows; plots on request."""
+    reference = load_ttft_ref(ttft_ref) if ttft_ref is not None else None  # bad input fails before any work
+    runs = sorted_runs(load_runs(paths))
+    links: list[tuple[str, str]] = []
+    if plots_dir is not None:
+        from netbench.figures import cdfs, phase_bars
+        from netbench.report.plot import write_plots
+
+        base = Path(output_path).resolve().parent if output_path else Path.cwd()
+        written = write_plots(phase_bars(runs), cdfs(runs), plots_dir)
+        links = [(caption, os.path.relpath(path.resolve(), base)) for caption, path in written]
+    if fmt == "csv":
+        text = csvout.render_csv([r.summary for r in runs])
+    else:
+        analysis = analyse(runs, reference, seed=seed)
+        if fmt == "table":
+            _render_table(analysis, env, output_path)
+            return CommandResult()
+        if fmt == "md":
+            from netbench.report.markdown import render_markdown
+
+            text = render_markdown(analysis, links)
+        else:
+            from netbench.report.answer import render_json
+
+            text = render_json(analysis) + "\n"
+    if output_path is None:
+        env.stdout.write(text)
+    else:
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_path).write_text(text)
+        plots = f" and {len(links)} plots in {plots_dir}" if links else ""
+        print(f"netbench: wrote {output_path}{plots}", file=env.stderr)
+    return CommandResult()
+
+
+def _render_table(analysis: Analysis, env: Env, output_path: str | None) -> None:
+    from netbench.report.answer import render_text
+
+    if output_path is None:
+        render_text(analysis, console(env.stdout))
+        return
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w") as handle:
+        render_text(analysis, console(handle, width=160, color=False))
+
+
+def merge(paths: Sequence[str], output_path: str, env: Env, force: bool = False) -> CommandResult:
+    """Runs made at the same time on several hosts, merged into one run file."""
+    merged = merge_results([RunResult.load(path) for path in paths], names=paths, force=force)
+    merged.save(output_path)
+    print(f"merged {len(paths)} runs ({merged.requests} requests) into {output_path}", file=env.stderr)
+    return CommandResult()
+
+
+def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed: int = 0) -> CommandResult:
+    """Two run files side by side: p50/p95/p99 per phase, the difference, its significance."""
+    from netbench.report.compare_table import print_comparison
+
+    comparison = compare_runs(Run.of(RunResult.load(base_path)), Run.of(RunResult.load(new_path)), base_path, new_path, seed=seed)
+    if as_json:
+        print(json.dumps(plain(comparison), indent=2), file=env.stdout)
+    else:
+        print_comparison(comparison, console(env.stdout))
+    return CommandResult()
