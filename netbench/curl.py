@@ -22,8 +22,9 @@ from time import monotonic_ns
 import pycurl
 
 from netbench.outcomes import Outcome
-from netbench.phases import Record
+from netbench.phases import TIMING_SOURCES, Record
 from netbench.secrets import redact
+from netbench.server_timing import ServerTimings, from_headers, from_llama_cpp, header_pairs
 from netbench.spec import RunSpec
 from netbench.sse import MAX_MESSAGE_CHARS, EventKind, SSEParser, interpret
 from netbench.tcpinfo import TcpSample, TcpSockets
@@ -285,7 +286,8 @@ class Transfer:
     """One reusable in-flight slot and the marks of its current request."""
 
     __slots__ = (
-        "handle", "streaming", "parser", "anchor_ns", "origin_ns", "intended_start_us", "measured",
+        "handle", "request", "streaming", "parser", "anchor_ns", "origin_ns", "intended_start_us", "measured",
+        "last_timings",
         "first_byte_ns", "first_event_ns", "first_token_ns", "first_content_ns", "last_token_ns", "done_ns",
         "first_status_ns", "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
         "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
@@ -303,6 +305,7 @@ class Transfer:
     ) -> None:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
+        self.request = request
         self.streaming = request.streaming
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
         self.handle.setopt(pycurl.HEADERFUNCTION, self._on_header)
@@ -320,9 +323,12 @@ class Transfer:
         self.headers: list[bytes] = []
         self.begin(0, 0, measured=False)
 
-    def begin(self, intended_start_us: int, origin_ns: int, measured: bool) -> None:
-        """Ready the slot for its next request; `origin_ns` is the run's start (the axis of
-        the schedule). The anchor is set when libcurl starts the transfer's clock (`anchor`)."""
+    def begin(self, intended_start_us: int, origin_ns: int, measured: bool, request: Request | None = None) -> None:
+        """Ready the slot for its next request (`request` when it differs from the slot's last
+        one: its own body, URL or headers); `origin_ns` is the run's start (the axis of the
+        schedule). The anchor is set when libcurl starts the transfer's clock (`anchor`)."""
+        if request is not None and request != self.request:
+            self._switch(request)
         self.intended_start_us = intended_start_us
         self.origin_ns = origin_ns
         self.measured = measured
@@ -337,11 +343,21 @@ class Transfer:
         self.event_tokens = self.last_usage_tokens = 0
         self.usage_tokens = self.usage_prompt_tokens = -1
         self.malformed = self.stream_error = ""
+        self.last_timings: dict | None = None
         if self.streaming:
             self.parser = SSEParser()
             self.chunks = []
             self.events = []
         self.anchor_ns = -1
+
+    def _switch(self, request: Request) -> None:
+        if request.url != self.request.url:
+            self.handle.setopt(pycurl.URL, request.url)
+        if request.headers != self.request.headers:
+            self.handle.setopt(pycurl.HTTPHEADER, list(request.headers))
+        if request.body is not None:
+            self.handle.setopt(pycurl.POSTFIELDS, request.body)
+        self.request = request
 
     def anchor(self, now_ns: int) -> None:
         """libcurl starts a transfer's clock, from which its *_TIME_T marks count, when its first
@@ -422,6 +438,8 @@ class Transfer:
                 self.last_usage_tokens = self.usage_tokens = event.usage_completion_tokens
             if event.usage_prompt_tokens >= 0:
                 self.usage_prompt_tokens = event.usage_prompt_tokens
+            if event.timings is not None:
+                self.last_timings = event.timings
             if kind is EventKind.TOKEN:
                 if self.first_token_ns < 0:
                     self.first_token_ns = now_ns
@@ -469,6 +487,7 @@ class Transfer:
         if outcome is Outcome.MALFORMED and self.stream_error:
             outcome = Outcome.STREAM_ERROR
         before = self.tcp_before
+        said = self.server_timings()
         usage = self.usage_tokens
         record = Record(
             transfer_start_ns=self.anchor_ns,
@@ -498,6 +517,12 @@ class Transfer:
             usage_completion_tokens=usage,
             usage_prompt_tokens=self.usage_prompt_tokens,
             request_bytes=info(pycurl.REQUEST_SIZE),
+            server_queue_us=_known(said and said.server_queue_us),
+            server_prompt_us=_known(said and said.server_prompt_us),
+            server_decode_us=_known(said and said.server_decode_us),
+            server_total_us=_known(said and said.server_total_us),
+            server_cached_tokens=_known(said and said.cached_tokens),
+            timing_source=TIMING_SOURCES.get(said.source, 0) if said else 0,
             http_status=status,
             curl_error=curl_error,
             error_class=int(outcome),
@@ -509,8 +534,20 @@ class Transfer:
         events = [((arrival_ns - anchor_ns) // 1000, carried, sent_ns) for arrival_ns, carried, sent_ns in self.events]
         return record, events, outcome
 
+    def server_timings(self) -> ServerTimings | None:
+        """What the server said it spent on this request: llama.cpp's `timings` in the stream
+        or body, else TGI's or W3C Server-Timing headers."""
+        said = from_llama_cpp(self.last_timings) if self.last_timings is not None else None
+        if said is None and self.headers:
+            said = from_headers(header_pairs(b"".join(self.headers)))
+        return None if said is None or said.empty else said
+
     def close(self) -> None:
         self.handle.close()
+
+
+def _known(value: int | None) -> int:
+    return -1 if value is None else value
 
 
 class MultiDriver:
@@ -540,9 +577,9 @@ class MultiDriver:
     def active(self) -> int:
         return len(self._active)
 
-    def start(self, intended_start_us: int, origin_ns: int, measured: bool) -> None:
+    def start(self, intended_start_us: int, origin_ns: int, measured: bool, request: Request | None = None) -> None:
         transfer = self.idle.pop()
-        transfer.begin(intended_start_us, origin_ns, measured)
+        transfer.begin(intended_start_us, origin_ns, measured, request)
         self._active.add(transfer)
         self._unanchored.append(transfer)
         self.multi.add_handle(transfer.handle)

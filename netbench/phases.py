@@ -70,6 +70,14 @@ RECORD_DTYPE = np.dtype(
         ("usage_completion_tokens", np.int32),
         ("usage_prompt_tokens", np.int32),
         ("request_bytes", np.int64),
+        # what the server said it spent (llama.cpp's `timings`, TGI's headers, Server-Timing), µs,
+        # and the prompt tokens it took from its cache; timing_source: TIMING_SOURCES (0: none)
+        ("server_queue_us", np.int64),
+        ("server_prompt_us", np.int64),
+        ("server_decode_us", np.int64),
+        ("server_total_us", np.int64),
+        ("server_cached_tokens", np.int32),
+        ("timing_source", np.int8),
         ("http_status", np.int16),
         ("curl_error", np.int16),
         ("error_class", np.int8),
@@ -82,6 +90,9 @@ RECORD_DTYPE = np.dtype(
 #: one token-carrying event of a stream: its arrival mark (µs on its record's axis), the tokens
 #: it carried, and the server's monotonic send stamp when the server stamps events (else -1)
 EVENT_DTYPE = np.dtype([("mark_us", np.int64), ("tokens", np.int32), ("server_sent_ns", np.int64)])
+
+#: where a record's server timings came from (server_timing's source names)
+TIMING_SOURCES = {"llama.cpp": 1, "tgi": 2, "server-timing": 3}
 
 #: a record as a tuple in RECORD_DTYPE's order, built by field name: `Record(tokens=3, ...)`
 Record = namedtuple("Record", RECORD_DTYPE.names)  # type: ignore[misc]
@@ -153,6 +164,11 @@ PHASES: tuple[Phase, ...] = (
     Phase("server", "server time", "wait - rtt - retransmit_wait"),
     Phase("split_uncertainty", "split uncertainty", "what of wait could be network or server (jitter, loss)"),
     Phase("ttft_after_headers", "TTFT after headers", "ttft - ttfb", streaming_only=True),
+    # the server's own account of the request, joined per request (server_timing)
+    Phase("server_prompt", "server's prompt time", "what the server reports for the prompt (prefill)"),
+    Phase("ttft_beyond_server", "TTFT beyond the server's prompt time", "ttft - server_prompt: network + HTTP + queue", streaming_only=True),
+    Phase("server_total", "server's total", "what the server reports for the whole request"),
+    Phase("e2e_beyond_server", "e2e beyond the server's total", "e2e - server_total: network + HTTP + what the server did not time"),
     # measuring the measurer: only servers that stamp their events (`netbench serve --stamp-events`)
     Phase("token_lag", "token arrival lag", "client saw event - server stamped it", streaming_only=True, per_token=True),
 )
@@ -214,6 +230,13 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
     decode_us = r["total_mark_us"] - r["first_token_mark_us"]
     has_tpot = (tokens > 1) & (r["first_token_mark_us"] >= 0)
     values["tpot"] = np.where(has_tpot, np.maximum(decode_us, 0) // np.maximum(tokens - 1, 1), MISSING)
+
+    # The server's own timings, against the client's from the actual send: the server never saw
+    # the time a request waited for its schedule.
+    values["server_prompt"] = r["server_prompt_us"].copy()
+    values["server_total"] = r["server_total_us"].copy()
+    values["ttft_beyond_server"], _ = _gap(values["ttft"], r["server_prompt_us"])
+    values["e2e_beyond_server"], _ = _gap(values["e2e"], r["server_total_us"])
 
     lag = r["start_us"] - r["intended_start_us"]
     values["lag"] = np.maximum(lag, 0) if open_loop else _missing(len(r))

@@ -105,6 +105,8 @@ class Event:
     sent_ns: int = -1
     #: ERROR: the server's message; MALFORMED: what was wrong
     message: str = ""
+    #: a `timings` object the server put in the event (llama.cpp: prompt and generation times)
+    timings: dict | None = None
 
 
 _OTHER = Event(EventKind.OTHER)
@@ -207,12 +209,14 @@ def _interpret_object(body: dict) -> Event:
     sent_ns = body.get("netbench_sent_ns", -1)
     if isinstance(sent_ns, bool) or not isinstance(sent_ns, int) or not -1 <= sent_ns <= _MAX_STAMP_NS:
         raise _Malformed("netbench_sent_ns is not a monotonic stamp")
-    if completion_tokens == -1 and prompt_tokens == -1 and sent_ns == -1:
+    timings = body.get("timings")
+    timings = timings if isinstance(timings, dict) else None  # read by server_timing, which trusts nothing
+    if completion_tokens == -1 and prompt_tokens == -1 and sent_ns == -1 and timings is None:
         if not is_token:
             return _OTHER
         return _CONTENT if is_content else _NOT_CONTENT
     kind = EventKind.TOKEN if is_token else EventKind.OTHER
-    return Event(kind, is_content, completion_tokens, prompt_tokens, sent_ns)
+    return Event(kind, is_content, completion_tokens, prompt_tokens, sent_ns, timings=timings)
 
 
 def interpret(data: bytes, event_type: bytes = b"") -> Event:
