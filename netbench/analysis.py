@@ -43,7 +43,7 @@ EFFECT_PHASES = ("e2e", "ttft")
 
 
 class Verdict(str, enum.Enum):
-    """How large the HTTP overhead is against warm TTFT."""
+    """How large the network and HTTP path's share of warm TTFT is."""
 
     NEGLIGIBLE = "negligible"
     NON_TRIVIAL = "non-trivial"
@@ -59,6 +59,14 @@ def verdict_for(share: float) -> Verdict:
 class TtftOrigin(str, enum.Enum):
     MEASURED = "measured"  # the p50 of a streaming run at concurrency 1
     REFERENCE = "reference"  # --ttft-ref
+
+
+class Cause(str, enum.Enum):
+    """What the largest part of warm TTFT is, and so where latency work pays off."""
+
+    NETWORK = "network"  # round trips on the path: propagation, loss; no serving stack shortens them
+    HTTP = "http"  # the server's HTTP framework and handler before any model work
+    MODEL = "model"  # queue + prefill: the model and its runtime
 
 
 class OverheadSource(str, enum.Enum):
@@ -118,6 +126,54 @@ def _p50(s: RunSummary, phase: str) -> int | None:
 
 
 # --- TTFT vs HTTP latency -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TtftParts:
+    """Warm TTFT in its causes (µs, medians of the parts; they need not add up exactly):
+    network round trips (rtt + retransmission waits), the HTTP framework and handler (the
+    baseline's server time, no model work; else the stream's server wait to its headers), and
+    the rest, the model (queue + prefill)."""
+
+    network_us: float
+    http_us: float
+    model_us: float
+    cause: Cause
+
+
+@dataclass(frozen=True)
+class ConnectionCost:
+    """What a new connection costs beside a reused one (µs): the TCP handshake and, over https,
+    TLS; measured on the runs' new connections, else the TCP handshake estimated as one RTT."""
+
+    tcp_us: float
+    tls_us: float | None
+    measured: bool
+
+
+def _ttft_parts(ttft_us: float, stream: RunSummary | None, baseline: RunSummary | None) -> TtftParts | None:
+    paths = [r for r in (stream, baseline) if r is not None and _p50(r, "rtt") is not None]
+    framework = baseline if baseline is not None and _p50(baseline, "server") is not None else stream
+    if not paths or framework is None or _p50(framework, "server") is None:
+        return None
+    path = paths[0]
+    retransmit = path.phase("retransmit_wait")
+    network = float(_p50(path, "rtt") or 0) + (0.0 if retransmit is None else retransmit.mean_us * retransmit.count / max(path.ok, 1))
+    http = float(_p50(framework, "server") or 0)
+    model = max(ttft_us - network - http, 0.0)
+    parts = {Cause.NETWORK: network, Cause.HTTP: http, Cause.MODEL: model}
+    return TtftParts(network, http, model, max(parts, key=lambda cause: parts[cause]))
+
+
+def connection_cost(runs: Sequence[RunSummary]) -> ConnectionCost | None:
+    """From the run with the most new connections; else one RTT of any run, estimated."""
+    with_new = [r for r in runs if r.phase("connect") is not None]
+    if with_new:
+        run = max(with_new, key=lambda r: r.phase("connect").count)  # type: ignore[union-attr]
+        tls = run.phase("tls")
+        return ConnectionCost(float(run.phase("connect").p50_us), None if tls is None else float(tls.p50_us), True)  # type: ignore[union-attr]
+    rtts = [_p50(r, "rtt") for r in runs if _p50(r, "rtt") is not None]
+    return ConnectionCost(float(rtts[0]), None, False) if rtts else None
 
 
 @dataclass(frozen=True)
@@ -200,6 +256,9 @@ class TtftVsHttp:
     client_minus_server_ttft_mean_us: float | None
     #: why a piece is missing, in words a report can print
     missing: tuple[str, ...]
+    #: warm TTFT in network, HTTP and model time, and what a new connection costs
+    parts: TtftParts | None = field(default=None, metadata=OMIT_NONE)
+    new_connection: ConnectionCost | None = field(default=None, metadata=OMIT_NONE)
     ttft_origin: TtftOrigin | None = field(default=None, metadata=NOT_SERIALISED)
     #: the streaming run at concurrency 1 (when it has TTFT values), and the baseline run
     measured: RunSummary | None = field(default=None, metadata=NOT_SERIALISED)
@@ -267,6 +326,8 @@ def ttft_vs_http(runs: Sequence[RunSummary], ttft_ref: TtftReference | None = No
         server_ttft_mean_us=None if server_ttft is None else server_ttft.server_mean_us,
         client_minus_server_ttft_mean_us=server_gap,
         missing=tuple(missing),
+        parts=None if ttft_us is None else _ttft_parts(ttft_us, stream, baseline),
+        new_connection=connection_cost(runs),
         ttft_origin=origin,
         measured=stream if ttft_stats is not None else None,
         baseline=baseline,
@@ -426,6 +487,9 @@ class RuleOfThumb:
     share: float | None = field(metadata=NOT_SERIALISED)
     #: the part of the baseline that carries the overhead
     carrier: str | None = field(metadata=NOT_SERIALISED)
+    #: warm TTFT by cause, and what a new connection costs
+    parts: TtftParts | None = field(metadata=NOT_SERIALISED)
+    new_connection: ConnectionCost | None = field(metadata=NOT_SERIALISED)
     #: the effect of the highest concurrency on TTFT (streams) or wall time, when tested
     concurrency: ConcurrencyEffect | None = field(metadata=NOT_SERIALISED)
     #: why no verdict could be given
@@ -445,6 +509,8 @@ def rule_of_thumb(comparison: TtftVsHttp, effects: Sequence[ConcurrencyEffect]) 
         ttft_us=comparison.ttft_us,
         share=comparison.overhead_share_of_ttft,
         carrier=comparison.carrier,
+        parts=comparison.parts,
+        new_connection=comparison.new_connection,
         concurrency=highest,
         missing=comparison.missing if comparison.verdict is None else (),
     )

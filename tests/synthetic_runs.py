@@ -147,23 +147,26 @@ def sweep(
     keep_records: bool = True,
     modes: Sequence[str] = ("health", "completions"),
     levels: Sequence[int] = (1, 4, 8),
+    rtt_us: float = 40,
 ) -> list[RunResult]:
     """A sweep like `make bench` makes: health and completions at concurrency 1, 4, 8, with
-    latency growing with concurrency for completions and not for health."""
+    latency growing with concurrency for completions and not for health. `rtt_us` is the
+    path's round trip, in every request's wait (beyond the default 40 µs of loopback)."""
+    extra_rtt = rtt_us - 40
     rng = np.random.default_rng(seed)
     runs = []
     for mode in modes:
         for c in levels:
             if mode == "health":
-                wall = rng.normal(baseline_us + http_delay_us, baseline_us * 0.1, n).clip(50)
+                wall = rng.normal(baseline_us + http_delay_us, baseline_us * 0.1, n).clip(50) + extra_rtt
                 metrics = metrics_difference([], [], []) if server_side else None
                 runs.append(make_run(mode, c, wall.round(), wait_us=(wall - 120).clip(10).round(), keep_records=keep_records,
-                                     server_metrics=metrics))  # fmt: skip
+                                     server_metrics=metrics, rtt_us=rtt_us))  # fmt: skip
                 continue
             queue = 0 if c == 1 else ttft_us * (c - 1) * 0.25
-            ttft = rng.normal(ttft_us + queue + http_delay_us, ttft_us * 0.05, n).clip(1000).round()
+            ttft = rng.normal(ttft_us + queue + http_delay_us, ttft_us * 0.05, n).clip(1000).round() + extra_rtt
             e2e = (ttft + rng.normal(180_000 * (1 + 0.05 * (c - 1)), 2000, n)).round()
-            wait = np.full(n, 900 + http_delay_us)
+            wait = np.full(n, 900 + http_delay_us + extra_rtt)
             metrics = None
             if server_side:
                 # the server times from its handler: it sees neither the HTTP delay nor the network
@@ -171,5 +174,5 @@ def sweep(
                     (ttft - http_delay_us) * 0.95 / 1e6, (e2e - http_delay_us - 1800) / 1e6, np.full(n, queue / 1e6)
                 )
             runs.append(make_run(mode, c, e2e, wait_us=wait, ttft_us=ttft, keep_records=keep_records,
-                                 server_metrics=metrics))  # fmt: skip
+                                 server_metrics=metrics, rtt_us=rtt_us))  # fmt: skip
     return runs

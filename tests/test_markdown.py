@@ -73,15 +73,36 @@ def test_the_report_has_every_section_the_exercise_asks_for():
     assert "![Phases stacked per mode and concurrency (p50)](network_latency_phases.png)" in text
 
 
-def test_the_rule_of_thumb_follows_the_data():
-    text = rule_text(sweep(levels=(1, 8)))
-    assert text.startswith("On this node, HTTP overhead is ~0.")
-    assert "model/runtime tuning, not network" in text
-    assert "Concurrency 8 raises median TTFT by" in text
-    text = rule_text(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1,)))
-    assert "dominates" in text and "not network" not in text
-    assert "the server's HTTP framework and handler" in text
+#: what the words of a report must never say: a propagation delay is no "HTTP overhead", the
+#: client is not "on this node", and the path's time is inside TTFT, not "on top of" it
+UNTRUE = ("HTTP overhead", "On this node", "on this node", "on top of")
+
+
+def test_the_rule_of_thumb_names_the_cause_the_numbers_show():
+    # the model dominates: a 20 ms TTFT behind 0.3 ms of HTTP on loopback
+    model = rule_text(sweep(levels=(1, 8)))
+    assert model.startswith("Measured from this client, the network and HTTP path takes ~0.")
+    assert "(1.4 %, negligible)" in model
+    assert "Most of it is the model (queue + prefill), so latency work pays off in the model and its runtime" in model
+    assert "Concurrency 8 raises median TTFT by" in model
+    # a fast model behind a slow HTTP layer: the serving stack
+    framework = rule_text(sweep(ttft_us=1_000, http_delay_us=30_000, levels=(1,)))
+    assert "(98 %, the larger part)" in framework
+    assert "Most of it is the server's HTTP framework and handler, so time before any model work" in framework
+    assert "the serving stack (framework, proxies) is where to start" in framework and "model and its runtime" not in framework
+    # a far client: 40 ms of round trip against 5 ms of model
+    far = rule_text(sweep(ttft_us=5_000, rtt_us=40_000, levels=(1,)))
+    assert ": 40.03 ms of network round trip," in far  # 40 ms in HDR resolution
+    assert "Most of it is the network round trip, so propagation no serving stack can shorten: run the client closer" in far
+    assert "Without keep-alive each request would pay ~40.03 ms more for the TCP handshake." in far
     assert "non-trivial" in rule_text(sweep(ttft_us=10_000, http_delay_us=2_000, levels=(1,)))
+    for text in (model, framework, far):
+        assert not any(phrase in text for phrase in UNTRUE), text
+
+
+def test_the_report_words_are_true_too():
+    for name, text in _scenarios().items():
+        assert not any(phrase in text for phrase in UNTRUE), name
 
 
 def test_pipes_in_notes_do_not_break_the_table():

@@ -71,7 +71,7 @@ def test_json_holds_every_run_and_the_analysis(run_files):
     answer = data["analysis"]
     assert answer["ttft_vs_http"]["ttft_us"] == 27_000
     assert answer["ttft_vs_http"]["verdict"] == "negligible"
-    assert answer["rule_of_thumb"]["text"].startswith("On this node")
+    assert answer["rule_of_thumb"]["text"].startswith("Measured from this client, the network and HTTP path takes")
     effects = {(e["mode"], e["phase"], e["concurrency"]): e for e in answer["concurrency"]["effects"]}
     assert effects["completions", "ttft", 4]["significant"] is True
 
@@ -86,7 +86,7 @@ def test_table_format_prints_the_breakdowns_and_the_answer(run_files, tmp_path):
     _invoke("report", str(run_files), "--format", "table", "-o", str(tmp_path / "t.txt"))
     text = (tmp_path / "t.txt").read_text()
     assert text.count("ttft_after_headers") == 4  # two rows in each of the two completions tables
-    assert "Rule of thumb" in text and "On this node" in text
+    assert "Rule of thumb" in text and "Measured from this client" in text
 
 
 def test_bad_input_is_one_line_and_exit_2(run_files, tmp_path):
@@ -135,9 +135,9 @@ def test_the_verdict_turns_when_http_overhead_dominates(tmp_path):
         calm = _sweep_and_report(url, tmp_path / "calm")
     with start_sim_server("--step-ms", "1", "--http-delay-ms", "30", "--ignore-eos") as url:
         slow_http = _sweep_and_report(url, tmp_path / "slow")
-    assert "negligible" in calm and "model/runtime tuning, not network" in _rule(calm)
-    assert "dominates" in _rule(slow_http), slow_http
-    assert "the server's HTTP framework and handler" in _rule(slow_http)
+    assert "negligible" in calm and "Most of it is the model (queue + prefill)" in _rule(calm)
+    assert "the larger part" in _rule(slow_http), slow_http
+    assert "Most of it is the server's HTTP framework and handler" in _rule(slow_http)
     # the server's own TTFT does not see the HTTP delay: client − server is the overhead
     gap = re.search(r"Client TTFT − server TTFT = \+([\d.]+) ms", slow_http)
     assert gap and float(gap.group(1)) >= 25, slow_http

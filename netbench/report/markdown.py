@@ -14,9 +14,12 @@ from netbench.analysis import (
     Analysis,
     ConcurrencyEffect,
     ConcurrencyEffects,
+    Cause,
+    ConnectionCost,
     OverheadSource,
     RuleOfThumb,
     TtftOrigin,
+    TtftParts,
     TtftVsHttp,
     Verdict,
 )
@@ -34,14 +37,6 @@ COMPONENT_LABELS = {
     "rtt": "network round trip",
     "server_wait": "server wait (HTTP framework + handler, no model work)",
     "response": "response transfer",
-}
-#: the same, short, for the rule of thumb
-COMPONENT_SHORT = {
-    "connect": "connection setup",
-    "send": "request send",
-    "rtt": "the network round trip",
-    "server_wait": "the server's HTTP framework and handler",
-    "response": "the response transfer",
 }
 PHASE_WORDS = {"e2e": "wall time", "ttft": "TTFT"}
 
@@ -167,9 +162,37 @@ def server_section(summaries: Sequence[RunSummary]) -> list[str]:
 def _verdict_words(verdict: Verdict) -> str:
     return {
         Verdict.NEGLIGIBLE: "negligible",
-        Verdict.NON_TRIVIAL: "a non-trivial gap",
-        Verdict.DOMINANT: "the larger part: the HTTP path dominates",
+        Verdict.NON_TRIVIAL: "a non-trivial part",
+        Verdict.DOMINANT: "the larger part",
     }[verdict]
+
+
+#: what each cause of TTFT is, and what shortens it
+CAUSE_WORDS = {
+    Cause.NETWORK: ("the network round trip", "propagation no serving stack can shorten: run the client closer to the "
+                    "server, and keep connections alive"),
+    Cause.HTTP: ("the server's HTTP framework and handler", "time before any model work: the serving stack "
+                 "(framework, proxies) is where to start"),
+    Cause.MODEL: ("the model (queue + prefill)", "latency work pays off in the model and its runtime, not in the "
+                  "network or the HTTP stack"),
+}  # fmt: skip
+
+
+def _parts_sentence(parts: TtftParts) -> str:
+    name, advice = CAUSE_WORDS[parts.cause]
+    return (
+        f"Warm TTFT by cause (medians): network round trip {ms(parts.network_us)} ms, HTTP framework and handler "
+        f"{ms(parts.http_us)} ms, the model (queue + prefill) {ms(parts.model_us)} ms. The largest is {name}: {advice}."
+    )
+
+
+def _connection_sentence(cost: ConnectionCost) -> str:
+    tls = "" if cost.tls_us is None else f" and {ms(cost.tls_us)} ms for TLS"
+    source = "measured on this run's new connections" if cost.measured else "one round trip, estimated: every request here reused its connection"
+    return (
+        f"A new connection costs {ms(cost.tcp_us)} ms for the TCP handshake{tls} ({source}): what a client without "
+        "keep-alive pays on every request."
+    )
 
 
 def ttft_section(c: TtftVsHttp) -> list[str]:
@@ -201,12 +224,16 @@ def ttft_section(c: TtftVsHttp) -> list[str]:
         lines.append(f"- Missing: {reason}.")
     share = c.overhead_share_of_ttft
     if c.overhead_us is not None and c.ttft_us is not None and share is not None and c.verdict is not None:
-        what = "the baseline's HTTP wall time" if c.overhead_source is OverheadSource.BASELINE else "client − server-side TTFT (mean)"
+        what = "the baseline's wall time" if c.overhead_source is OverheadSource.BASELINE else "client − server-side TTFT (mean)"
         lines.append(
-            f"- **Overhead: {ms(c.overhead_us)} ms ({what}) against a warm TTFT of {ms(c.ttft_us)} ms: "
-            f"{percent(share)} of it, {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
-            f"negligible; {percent(DOMINANT_SHARE)} or more means the HTTP path, not the model, dominates.)"
+            f"- **The network and HTTP path: {ms(c.overhead_us)} ms ({what}) of a warm TTFT of {ms(c.ttft_us)} ms, "
+            f"{percent(share)} of it: {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
+            f"negligible; {percent(DOMINANT_SHARE)} or more means the path to the model, not the model, dominates.)"
         )
+    if c.parts is not None:
+        lines.append(f"- {_parts_sentence(c.parts)}")
+    if c.new_connection is not None:
+        lines.append(f"- {_connection_sentence(c.new_connection)}")
     elif c.overhead_us is None:
         lines.append("- Overhead: not measured (it needs a baseline run, or server-side TTFT from /metrics).")
     if c.baseline_components_us and c.carrier is not None:
@@ -278,28 +305,27 @@ def significance_section(effects: ConcurrencyEffects, resamples: int, seed: int)
 
 
 def rule_of_thumb_text(rule: RuleOfThumb) -> str:
-    """One or two sentences with the measured numbers in them; the verdict follows the data."""
+    """One to three sentences with the measured numbers in them: how much of TTFT the network
+    and HTTP path takes, which cause dominates and what shortens it, what a new connection
+    costs, and what concurrency does. Every claim is a number of these runs."""
     if rule.verdict is None or rule.overhead_us is None or rule.ttft_us is None or rule.share is None:
         return "No rule of thumb from these runs: " + "; ".join(rule.missing or ("the numbers are missing",)) + "."
     x, t, s = ms(rule.overhead_us), ms(rule.ttft_us), percent(rule.share)
-    overhead = "HTTP overhead" if rule.overhead_source is OverheadSource.BASELINE else "HTTP overhead (client − server TTFT)"
-    carrier = f", mostly {COMPONENT_SHORT[rule.carrier]}" if rule.carrier is not None else ""
-    if rule.verdict is Verdict.NEGLIGIBLE:
-        text = (
-            f"On this node, {overhead} is ~{x} ms on top of warm TTFT ({t} ms; {s} of it); meaningful latency "
-            "changes will mostly come from model/runtime tuning, not network."
-        )
-    elif rule.verdict is Verdict.NON_TRIVIAL:
-        text = (
-            f"On this node, {overhead} is ~{x} ms on top of warm TTFT ({t} ms; {s} of it){carrier}: a non-trivial "
-            "gap, so trimming the HTTP path is worth doing alongside model/runtime tuning."
-        )
+    what = "the network and HTTP path" if rule.overhead_source is OverheadSource.BASELINE else "the network and HTTP path (client − server TTFT)"
+    text = f"Measured from this client, {what} takes ~{x} ms of a warm TTFT of {t} ms ({s}, {_verdict_words(rule.verdict)})"
+    parts = rule.parts
+    if parts is None:
+        text += "."
     else:
-        text = (
-            f"On this node, {overhead} is ~{x} ms against a warm TTFT of {t} ms ({s} of it){carrier}: the "
-            "network/HTTP path, not the model, dominates, so latency work should start with the serving stack "
-            "rather than model/runtime tuning."
+        name, advice = CAUSE_WORDS[parts.cause]
+        text += (
+            f": {ms(parts.network_us)} ms of network round trip, {ms(parts.http_us)} ms of HTTP framework and "
+            f"{ms(parts.model_us)} ms of the model (queue + prefill). Most of it is {name}, so {advice}."
         )
+    if rule.new_connection is not None:
+        cost = rule.new_connection
+        tls = "" if cost.tls_us is None else f" (+{ms(cost.tls_us)} ms of TLS)"
+        text += f" Without keep-alive each request would pay ~{ms(cost.tcp_us)} ms more for the TCP handshake{tls}."
     effect = rule.concurrency
     if effect is not None and effect.diff is not None:
         d, what = effect.diff, PHASE_WORDS.get(effect.phase, effect.phase)
