@@ -149,6 +149,10 @@ class ConnectionCost:
     tcp_us: float
     tls_us: float | None
     measured: bool
+    #: TLS by kind: a full handshake (it carried the certificate) and a resumed session
+    tls_full_us: float | None = None
+    tls_resumed_us: float | None = None
+    http2: bool = False
 
 
 def _ttft_parts(ttft_us: float, stream: RunSummary | None, baseline: RunSummary | None) -> TtftParts | None:
@@ -170,8 +174,15 @@ def connection_cost(runs: Sequence[RunSummary]) -> ConnectionCost | None:
     with_new = [r for r in runs if r.phase("connect") is not None]
     if with_new:
         run = max(with_new, key=lambda r: r.phase("connect").count)  # type: ignore[union-attr]
-        tls = run.phase("tls")
-        return ConnectionCost(float(run.phase("connect").p50_us), None if tls is None else float(tls.p50_us), True)  # type: ignore[union-attr]
+        tls, full, resumed = (run.phase(p) for p in ("tls", "tls_full", "tls_resumed"))
+        return ConnectionCost(
+            float(run.phase("connect").p50_us),  # type: ignore[union-attr]
+            None if tls is None else float(tls.p50_us),
+            True,
+            None if full is None else float(full.p50_us),
+            None if resumed is None else float(resumed.p50_us),
+            run.spec.http2,
+        )
     rtts = [_p50(r, "rtt") for r in runs if _p50(r, "rtt") is not None]
     return ConnectionCost(float(rtts[0]), None, False) if rtts else None
 

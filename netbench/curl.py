@@ -488,6 +488,11 @@ class Transfer:
             outcome = Outcome.STREAM_ERROR
         before = self.tcp_before
         said = self.server_timings()
+        # What the server sent before the request went out is its TLS handshake: a resumed one
+        # has no certificate in it (phases.derive tells them apart by size).
+        tls_bytes = -1
+        if new_connection and marks["appconnect_mark_us"] > 0 and before is not None and before.bytes_received >= 0:
+            tls_bytes = before.bytes_received
         usage = self.usage_tokens
         record = Record(
             transfer_start_ns=self.anchor_ns,
@@ -527,6 +532,7 @@ class Transfer:
             curl_error=curl_error,
             error_class=int(outcome),
             new_connection=new_connection or resends > 0,
+            tls_handshake_bytes=tls_bytes,
             local_port=local_port,
             worker=worker,
         )

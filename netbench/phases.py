@@ -82,6 +82,9 @@ RECORD_DTYPE = np.dtype(
         ("curl_error", np.int16),
         ("error_class", np.int8),
         ("new_connection", np.bool_),
+        # a new TLS connection: the bytes the server sent in its handshake (TCP_INFO, before the
+        # request was sent); -1 without one
+        ("tls_handshake_bytes", np.int32),
         ("local_port", np.int32),
         ("worker", np.int16),
     ]
@@ -104,7 +107,7 @@ def empty_records(count: int) -> np.ndarray:
     for name in RECORD_DTYPE.names:
         if name.endswith(("_us", "_tokens")) and name != "event_tokens":
             records[name] = MISSING
-    for name in ("local_port", "syn_retries", "retransmits", "ooo_packets"):
+    for name in ("local_port", "syn_retries", "retransmits", "ooo_packets", "tls_handshake_bytes"):
         records[name] = MISSING
     return records
 
@@ -143,6 +146,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("dns", "DNS lookup", "NAMELOOKUP", new_connection_only=True),
     Phase("connect", "TCP connect", "CONNECT - NAMELOOKUP", new_connection_only=True),
     Phase("tls", "TLS handshake", "APPCONNECT - CONNECT", new_connection_only=True),
+    Phase("tls_full", "TLS, full handshake", "tls of a handshake that carried the certificate", new_connection_only=True),
+    Phase("tls_resumed", "TLS, resumed", "tls of a handshake without it (session resumption)", new_connection_only=True),
     Phase("send", "request send", "POSTTRANSFER - PRETRANSFER"),
     Phase("wait", "server wait", "first byte of the final response - POSTTRANSFER"),
     Phase("ttfb", "time to first byte", "first byte of the final response (STARTTRANSFER unless a 1xx came first)"),
@@ -218,6 +223,9 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
     has_tls = new & (r["appconnect_mark_us"] > 0)
     tls, clamp_tls = _gap(r["appconnect_mark_us"], r["connect_mark_us"])
     values["tls"] = np.where(has_tls, tls, MISSING)
+    resumed = _resumed(r["tls_handshake_bytes"])
+    values["tls_full"] = np.where(has_tls & (r["tls_handshake_bytes"] >= 0) & ~resumed, tls, MISSING)
+    values["tls_resumed"] = np.where(has_tls & resumed, tls, MISSING)
     values["send"], clamp_send = _gap(posttransfer, r["pretransfer_mark_us"])
     values["wait"], clamp_wait = _gap(first_byte, posttransfer)
     values["ttfb"] = first_byte.copy()
@@ -263,6 +271,21 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
 #: server's time to answer, whose variation on a busy host reaches milliseconds.)
 JITTER_MIN_US = 250
 JITTER_MIN_SHARE = 0.05
+
+
+#: a TLS handshake with less than this share of the batch's largest server flight carried no
+#: certificate: a resumed session (a certificate chain is a kilobyte or more, a resumed
+#: handshake's server flight a few hundred bytes)
+RESUMED_SHARE = 0.6
+
+
+def _resumed(handshake_bytes: np.ndarray) -> np.ndarray:
+    """Which handshakes were resumptions, against the largest of the batch (a full one, when
+    the batch holds one; a batch of resumptions alone reads as full: the largest is the floor)."""
+    known = handshake_bytes >= 0
+    if not known.any():
+        return np.zeros(len(handshake_bytes), dtype=bool)
+    return known & (handshake_bytes < RESUMED_SHARE * handshake_bytes[known].max())
 
 
 def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> None:

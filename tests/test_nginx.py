@@ -24,7 +24,8 @@ CONCURRENCY = 2
 
 
 def logged(nginx: NginxServer, tag: str) -> list[list[str]]:
-    """The access-log lines of the requests tagged `tag`: [connection, requests on it, protocol, tls]."""
+    """The access-log lines of the requests tagged `tag`: [connection, requests on it, protocol,
+    tls, "r" when the TLS session was resumed]."""
     lines = nginx.access_log_path.read_text().splitlines() if nginx.access_log_path.exists() else []
     return [line.split()[1:] for line in lines if line.split()[0] == tag]
 
@@ -74,6 +75,35 @@ def test_connection_phases_on_new_connections_only(nginx_server: NginxServer, tm
         assert {line[3] for line in lines} == {"-"}
     for phase in ("send", "wait", "ttfb", "e2e"):
         assert phase_count(run, phase) == N, phase
+
+
+def test_tls_resumption_is_told_from_a_full_handshake(nginx_server: NginxServer, tmp_path: Path) -> None:
+    # A new connection per request: each slot's first is a full handshake, its later ones offer
+    # the session, and nginx says which it resumed.
+    tag = uuid.uuid4().hex
+    code, run, _ = measure(f"{nginx_server.https_url}/logged?tag={tag}", tmp_path, "--cacert", str(nginx_server.cacert_path),
+                           "--header", "Connection: close")  # fmt: skip
+    assert code == 0
+    from netbench.results import RunResult
+
+    result = RunResult.from_dict(run)
+    resumed_by_server = sum(1 for line in logged(nginx_server, tag) if line[4] == "r")
+    records = result.records
+    assert records["new_connection"].all() and (records["tls_handshake_bytes"] > 0).all()
+    # no warm-up: each slot's first measured connection was its first handshake, a full one
+    full, resumed = result.histograms.stats("tls_full"), result.histograms.stats("tls_resumed")
+    assert resumed_by_server == N - CONCURRENCY
+    assert full is not None and resumed is not None and (full.count, resumed.count) == (CONCURRENCY, resumed_by_server)
+    # the report says what a new connection costs, TLS full and resumed apart
+    from netbench.analysis import analyse
+    from netbench.report.markdown import render_markdown
+    from netbench.report.units import ms
+    from netbench.summary import Run
+
+    text = render_markdown(analyse([Run.of(result)]))
+    tls = result.histograms.stats("tls")
+    assert f"for TLS ({ms(full.p50_us)} ms full, {ms(resumed.p50_us)} ms resumed)" in text and tls is not None
+    assert f"{ms(tls.p50_us)} ms for TLS" in text
 
 
 def test_an_unknown_certificate_is_a_clear_tls_error(nginx_server: NginxServer, tmp_path: Path) -> None:

@@ -186,12 +186,19 @@ def _parts_sentence(parts: TtftParts) -> str:
     )
 
 
+def _tls_words(cost: ConnectionCost) -> str:
+    if cost.tls_us is None:
+        return ""
+    kinds = [f"{ms(us)} ms {kind}" for kind, us in (("full", cost.tls_full_us), ("resumed", cost.tls_resumed_us)) if us is not None]
+    return f" and {ms(cost.tls_us)} ms for TLS" + (f" ({', '.join(kinds)})" if len(kinds) > 1 else "")
+
+
 def _connection_sentence(cost: ConnectionCost) -> str:
-    tls = "" if cost.tls_us is None else f" and {ms(cost.tls_us)} ms for TLS"
     source = "measured on this run's new connections" if cost.measured else "one round trip, estimated: every request here reused its connection"
+    protocol = " over HTTP/2" if cost.http2 else ""
     return (
-        f"A new connection costs {ms(cost.tcp_us)} ms for the TCP handshake{tls} ({source}): what a client without "
-        "keep-alive pays on every request."
+        f"A new connection{protocol} costs {ms(cost.tcp_us)} ms for the TCP handshake{_tls_words(cost)} ({source}): what "
+        "a client without keep-alive pays on every request."
     )
 
 
@@ -324,8 +331,7 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
         )
     if rule.new_connection is not None:
         cost = rule.new_connection
-        tls = "" if cost.tls_us is None else f" (+{ms(cost.tls_us)} ms of TLS)"
-        text += f" Without keep-alive each request would pay ~{ms(cost.tcp_us)} ms more for the TCP handshake{tls}."
+        text += f" Without keep-alive each request would pay ~{ms(cost.tcp_us)} ms more for the TCP handshake{_tls_words(cost)}."
     effect = rule.concurrency
     if effect is not None and effect.diff is not None:
         d, what = effect.diff, PHASE_WORDS.get(effect.phase, effect.phase)

@@ -1,8 +1,9 @@
 """A private nginx master on free loopback ports (plain HTTP, HTTPS, HTTPS+HTTP/2) for tests.
 
 Requests to `/logged` (and only those) are written to `access_log_path`, one line each:
-`$arg_tag $connection $connection_requests $server_protocol $ssl_protocol`, so tests can see
-which connection and protocol served each request without slowing down the other locations.
+`$arg_tag $connection $connection_requests $server_protocol $ssl_protocol $ssl_session_reused`,
+so tests can see which connection, protocol and TLS session ("r": resumed) served each request
+without slowing down the other locations.
 
 Each run writes its own config, certificates (a trustme CA and a leaf for 127.0.0.1,
 localhost and the listen host), pid file, logs and temp dirs into a temporary directory and runs
@@ -105,9 +106,11 @@ def _config(prefix: Path, ports: tuple[int, int, int], version: str, cert: Path,
         h2_listen, h2_directive = f"listen {listen_host}:{h2_port} ssl;", "http2 on;"
     else:
         h2_listen, h2_directive = f"listen {listen_host}:{h2_port} ssl http2;", ""
+    # A session cache, as most deployments have: a client's later connections resume.
     tls = f"""
         ssl_certificate {cert};
-        ssl_certificate_key {key};"""
+        ssl_certificate_key {key};
+        ssl_session_cache shared:netbench:1m;"""
     locations = _locations()
     temp_paths = "\n".join(
         f"    {name}_temp_path {prefix / 'temp' / name};"
@@ -121,7 +124,7 @@ error_log {prefix / 'error.log'} warn;
 worker_shutdown_timeout 2s;
 events {{ worker_connections 4096; }}
 http {{
-    log_format netbench '$arg_tag $connection $connection_requests $server_protocol $ssl_protocol';
+    log_format netbench '$arg_tag $connection $connection_requests $server_protocol $ssl_protocol $ssl_session_reused';
     map $uri $netbench_logged {{ /logged 1; default 0; }}
     access_log {prefix / 'access.log'} netbench if=$netbench_logged;
     default_type text/plain;
