@@ -265,11 +265,12 @@ def derive(records: np.ndarray, events: np.ndarray | None = None, *, open_loop: 
 
 
 #: a path varies when a connection's handshake RTT lies above its minimum RTT by more than
-#: JITTER_MIN_US and JITTER_MIN_SHARE of it: the server's SYN processing alone puts a handshake
-#: 50-250 µs above the floor of a steady path, and a timestamp-resolution sample (ms) can put
-#: the floor 0.1-0.5 ms low. (The kernel's RTT variance is no evidence: its samples hold the
+#: JITTER_MIN_US and JITTER_MIN_SHARE of it: the server's SYN processing and a busy host's
+#: scheduling put a handshake up to some 400 µs above the floor of a steady path, and a
+#: timestamp-resolution sample (ms) can put the floor 0.1-0.5 ms low. Jitter below this is
+#: not seen: the split's error bound on a path that jitters less. (The kernel's RTT variance is no evidence: its samples hold the
 #: server's time to answer, whose variation on a busy host reaches milliseconds.)
-JITTER_MIN_US = 250
+JITTER_MIN_US = 500
 JITTER_MIN_SHARE = 0.05
 
 
@@ -292,7 +293,8 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     """The network-vs-server split of each request, from its own connection's evidence.
 
     rtt: on a new connection the handshake's RTT (the kernel's sample of SYN to SYN-ACK: no
-    server application time in it; SYN retries are in `connect`, counted once). On a reused one
+    server application time in it; SYN retries are in `connect`, counted once; after one, the
+    connection's minimum RTT, since that handshake's sample has a timestamp's ms resolution). On a reused one
     the kernel's minimum RTT (the path's floor) while the path is steady; where the connection's
     handshake lay well above that floor (JITTER_MIN_US, JITTER_MIN_SHARE) the path jitters, the
     floor understates it by the jitter, and the handshake RTT, an unbiased draw of the path, is
@@ -308,10 +310,17 @@ def _split(r: np.ndarray, values: dict[str, np.ndarray], new: np.ndarray) -> Non
     retransmission then looks like server time).
     """
     handshake, floor, upper = r["handshake_rtt_us"], r["tcp_min_rtt_us"], r["tcp_srtt_before_us"]
+    # After a retransmitted SYN the kernel's only handshake sample comes from TCP timestamps, in
+    # whole milliseconds: the connection's floor (its minimum RTT) says more.
+    handshake = np.where(r["syn_retries"] > 0, np.where(floor >= 0, floor, handshake), handshake)
     new_rtt = np.where(handshake >= 0, handshake, values["connect"])
     known = (handshake >= 0) & (floor >= 0)
     gap = np.where(known, handshake - floor, 0)
-    varying = known & (gap > np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor))
+    threshold = np.maximum(JITTER_MIN_US, JITTER_MIN_SHARE * floor)
+    # A varying path also keeps its smoothed RTT above the floor: one handshake slowed by a busy
+    # host, on a steady path, does not.
+    settled_above = (upper < 0) | (upper - floor > threshold)
+    varying = known & (gap > threshold) & settled_above
     path_jitter_us = int(gap[varying].max()) if varying.any() else 0
     jitters = known & bool(path_jitter_us)
     jittered_rtt = np.where((upper >= 0) & (upper >= floor), np.minimum(handshake, upper), handshake)
