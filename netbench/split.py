@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from netbench.histograms import PhaseStats
-from netbench.serial import FLATTEN, OMIT_NONE
+from netbench.serial import FLATTEN, OMIT_NONE, rounded
 from netbench.server_metrics import INTERPOLATION_NOTE, ServerPercentiles, counter_summary, percentiles
 from netbench.spec import RunSpec
 
@@ -77,6 +77,23 @@ class ServerSide:
 
 
 @dataclass(frozen=True)
+class ServerTimingJoin:
+    """The server's own per-request timings (llama.cpp's `timings`, TGI's headers, Server-Timing)
+    beside the client's, over the requests that carried them (p50/p95 µs)."""
+
+    joined: int
+    join_rate: float = field(metadata=rounded(4))
+    server_prompt_p50_us: int | None
+    ttft_beyond_server_p50_us: int | None
+    ttft_beyond_server_p95_us: int | None
+    server_total_p50_us: int | None
+    e2e_beyond_server_p50_us: int | None
+    e2e_beyond_server_p95_us: int | None
+    #: the server's prompt time over the client's TTFT, at the medians
+    server_share_of_ttft: float | None
+
+
+@dataclass(frozen=True)
 class Split:
     basis: str
     e2e_p50_us: int
@@ -90,6 +107,8 @@ class Split:
     stream: StreamSplit | None = field(default=None, metadata=OMIT_NONE)
     #: None when the run has no scrape at all (an old run file)
     server_side: ServerSide | None = None
+    #: None when no request carried the server's own timings
+    server_timings: ServerTimingJoin | None = field(default=None, metadata=OMIT_NONE)
 
 
 def _p50(phases: Phases, name: str) -> int | None:
@@ -138,6 +157,25 @@ def split(spec: RunSpec, phases: Phases, server_metrics: dict[str, object] | Non
         after_headers_share=share(after_headers, e2e),
         stream=stream,
         server_side=server_side(spec, phases, server_metrics, ok),
+        server_timings=server_timing_join(phases, ok),
+    )
+
+
+def server_timing_join(phases: Phases, ok: int) -> ServerTimingJoin | None:
+    joined = max((phases[p].count for p in ("server_prompt", "server_total") if phases.get(p) is not None), default=0)
+    if not joined or not ok:
+        return None
+    prompt, ttft = _p50(phases, "server_prompt"), _p50(phases, "ttft")
+    return ServerTimingJoin(
+        joined=joined,
+        join_rate=joined / ok,
+        server_prompt_p50_us=prompt,
+        ttft_beyond_server_p50_us=_p50(phases, "ttft_beyond_server"),
+        ttft_beyond_server_p95_us=_p95(phases, "ttft_beyond_server"),
+        server_total_p50_us=_p50(phases, "server_total"),
+        e2e_beyond_server_p50_us=_p50(phases, "e2e_beyond_server"),
+        e2e_beyond_server_p95_us=_p95(phases, "e2e_beyond_server"),
+        server_share_of_ttft=share(prompt, ttft),
     )
 
 

@@ -55,6 +55,10 @@ class RunSummary:
     error_rate: float = field(metadata=rounded(6))
     connections: Connections
     tokens_per_request: float | None
+    #: token-carrying events per request (below tokens_per_request when events carry several)
+    events_per_request: float | None
+    #: requests whose usage total differed from what their events' own counts added up to
+    usage_mismatches: int
     achieved_rps: float = field(metadata=rounded(2))
     #: open loop: requested vs sent rate, the in-flight cap; None in closed loop
     open_loop: OfferedLoad | None
@@ -63,6 +67,8 @@ class RunSummary:
     elapsed_s: float = field(metadata=rounded(6))
     interrupted: bool
     clamped_marks: int
+    #: requests whose network-vs-server split cannot be known (split_uncertainty >= server)
+    split_uncertain: int
     overflow: dict[str, int]
     #: every phase of `phases.PHASES`; None where it has no value or cannot apply
     phases: dict[str, PhaseStats | None]
@@ -121,6 +127,8 @@ def summarize(result: RunResult) -> RunSummary:
         error_rate=result.error_rate,
         connections=Connections(counters.get("connections_new", 0), counters.get("connections_reused", 0)),
         tokens_per_request=result.tokens_per_request,
+        events_per_request=counters.get("events", 0) / result.ok if spec.streaming and result.ok else None,
+        usage_mismatches=counters.get("usage_mismatch", 0),
         achieved_rps=result.achieved_rps,
         open_loop=load,
         client_bound=bool(reasons),
@@ -128,6 +136,7 @@ def summarize(result: RunResult) -> RunSummary:
         elapsed_s=result.elapsed_s,
         interrupted=result.interrupted,
         clamped_marks=counters.get("clamped_marks", 0),
+        split_uncertain=counters.get("split_uncertain", 0),
         overflow={k: v for k, v in result.histograms.overflow.items() if v},
         phases=phases,
         split=split(spec, phases, result.server_metrics, result.ok),

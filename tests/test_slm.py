@@ -194,11 +194,20 @@ def test_llama_server_streams_measured_and_counted(
     assert delta["llamacpp:prompt_tokens_total"] == sum(t.prompt_tokens - t.cached_tokens for t in finals)
     assert delta["llamacpp:prompt_tokens_cached_total"] == sum(t.cached_tokens for t in finals)
     assert after["llamacpp:requests_processing"] == after["llamacpp:requests_deferred"] == 0
+    # The per-request join: every request carried llama.cpp's timings, the record holds them as
+    # the server sent them, and the client's TTFT exceeds the server's prompt time by a small
+    # positive amount (network + HTTP + queue + tokenization).
+    assert sorted(int(r["server_prompt_us"]) for r in records) == sorted(t.server_prompt_us for t in finals)
+    assert sorted(int(r["server_total_us"]) for r in records) == sorted(t.server_total_us for t in finals)
+    join = summary["split"]["server_timings"]
+    assert join["joined"] == N and join["join_rate"] == 1.0
+    beyond = summary["phases"]["ttft_beyond_server"]
+    assert beyond["count"] == N and 0 < beyond["p50_us"] < 50_000
     if concurrency == 1:
         # One request at a time: the n-th connection is the n-th request. The client waits for
         # the first token longer than the server spent on the prompt (queue, HTTP, network).
         for r, timings in zip(records, finals):
-            assert int(r["first_token_mark_us"]) > timings.server_prompt_us
+            assert int(r["first_token_mark_us"]) > timings.server_prompt_us > 0
 
 
 def test_llama_server_closes_the_connection_after_a_stream(slm_server: SlmServer) -> None:

@@ -25,7 +25,8 @@ from netbench.analysis import (
 )
 from netbench.phases import PHASES
 from netbench.report.server_counters import counters_line
-from netbench.report.units import ms, ms_signed
+from netbench.report.run_words import run_lines, server_timings_line
+from netbench.report.units import ms, ms_signed, percent
 from netbench.summary import HEADLINE_KEYS, RunSummary
 
 TITLE = "Network latency bench"
@@ -39,13 +40,6 @@ COMPONENT_LABELS = {
     "response": "response transfer",
 }
 PHASE_WORDS = {"e2e": "wall time", "ttft": "TTFT"}
-
-
-def percent(share: float) -> str:
-    value = share * 100
-    if value < 1:
-        return f"{value:.2f} %"
-    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
 
 
 def _cell(text: object) -> str:
@@ -72,7 +66,7 @@ def run_notes(s: RunSummary) -> list[str]:
         notes.append(f"{s.failed} of {s.requests} failed ({detail})")
     if s.spec.open_loop:
         notes.append(f"open loop, {s.spec.rate:g}/s {s.spec.arrival}")
-    return notes + list(s.notes)
+    return notes + run_lines(s, tokens=False) + list(s.notes)
 
 
 def runs_table(summaries: Sequence[RunSummary]) -> list[str]:
@@ -260,6 +254,9 @@ def ttft_section(c: TtftVsHttp) -> list[str]:
                 f"{percent(stream.after_headers_share_of_ttft or 0)} is spent after the server has answered (queue + prefill)."
             )
         lines.append(_server_ttft_line(c, measured))
+        join = None if measured.split is None else measured.split.server_timings
+        if join is not None:
+            lines.append(f"- Per request, the {server_timings_line(join)}.")
     return lines + [""]
 
 

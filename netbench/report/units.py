@@ -20,3 +20,11 @@ def ms_signed(value_us: float | None, na: str = "n/a") -> str:
     if value_us is None:
         return na
     return ("-" if value_us < 0 else "+") + ms(abs(value_us))
+
+
+def percent(share: float) -> str:
+    """A share (0..1) as a percentage with precision that fits its size."""
+    value = share * 100
+    if value < 1:
+        return f"{value:.2f} %"
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
