@@ -26,7 +26,7 @@ from netbench.errors import InputError
 from netbench.histograms import equivalent_us, rank
 from netbench.serial import FLATTEN, NOT_SERIALISED, OMIT_NONE
 from netbench.spec import MODES, STREAMING_MODES, SpecError, parse_duration_s
-from netbench.split import ServerEntry
+from netbench.split import ServerEntry, ServerTimingJoin
 from netbench.summary import Run, RunSummary
 
 #: modes whose requests do no model work: their HTTP wall time is the HTTP path alone
@@ -72,6 +72,7 @@ class Cause(str, enum.Enum):
 class OverheadSource(str, enum.Enum):
     BASELINE = "baseline"  # the baseline run's HTTP wall time
     SERVER_GAP = "server_gap"  # client TTFT - server-side TTFT (means)
+    SERVER_TIMINGS = "server_timings"  # client TTFT beyond the server's own prompt time, per request
 
 
 def sorted_runs(runs: Sequence[Run]) -> list[Run]:
@@ -139,6 +140,9 @@ class TtftParts:
     http_us: float
     model_us: float
     cause: Cause
+    #: the model part is the server's own prompt time: the HTTP part then holds the server's
+    #: untimed work too (tokenization, queueing before the prompt)
+    timed_by_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,18 @@ class ConnectionCost:
     http2: bool = False
 
 
-def _ttft_parts(ttft_us: float, stream: RunSummary | None, baseline: RunSummary | None) -> TtftParts | None:
+def _ttft_parts(
+    ttft_us: float, stream: RunSummary | None, baseline: RunSummary | None, join: ServerTimingJoin | None = None
+) -> TtftParts | None:
+    """With the server's own prompt time per request (`join`), the model is that time and HTTP
+    is the rest beyond the network (framework, tokenization, queue before the prompt)."""
     paths = [r for r in (stream, baseline) if r is not None and _p50(r, "rtt") is not None]
+    if join is not None and join.server_prompt_p50_us is not None and paths:
+        network = float(_p50(paths[0], "rtt") or 0)
+        model = float(join.server_prompt_p50_us)
+        http = max(ttft_us - network - model, 0.0)
+        parts = {Cause.NETWORK: network, Cause.HTTP: http, Cause.MODEL: model}
+        return TtftParts(network, http, model, max(parts, key=lambda cause: parts[cause]), timed_by_server=True)
     framework = baseline if baseline is not None and _p50(baseline, "server") is not None else stream
     if not paths or framework is None or _p50(framework, "server") is None:
         return None
@@ -319,6 +333,11 @@ def ttft_vs_http(runs: Sequence[RunSummary], ttft_ref: TtftReference | None = No
         missing.append("no baseline run: health, models or get at concurrency 1")
         if server_gap is not None:
             overhead, overhead_source = max(server_gap, 0.0), OverheadSource.SERVER_GAP
+    join = None if stream is None or stream.split is None else stream.split.server_timings
+    if origin is TtftOrigin.MEASURED and join is not None and join.ttft_beyond_server_p50_us is not None:
+        # The server timed its own prompt for each request: what is beyond it is the path to the
+        # model, measured per request rather than through a stand-in request.
+        overhead, overhead_source = float(join.ttft_beyond_server_p50_us), OverheadSource.SERVER_TIMINGS
 
     share = None if overhead is None or not ttft_us else overhead / ttft_us
     carrier = max(components, key=lambda c: c.us) if components else None
@@ -337,7 +356,7 @@ def ttft_vs_http(runs: Sequence[RunSummary], ttft_ref: TtftReference | None = No
         server_ttft_mean_us=None if server_ttft is None else server_ttft.server_mean_us,
         client_minus_server_ttft_mean_us=server_gap,
         missing=tuple(missing),
-        parts=None if ttft_us is None else _ttft_parts(ttft_us, stream, baseline),
+        parts=None if ttft_us is None else _ttft_parts(ttft_us, stream, baseline, join if overhead_source is OverheadSource.SERVER_TIMINGS else None),
         new_connection=connection_cost(runs),
         ttft_origin=origin,
         measured=stream if ttft_stats is not None else None,

@@ -50,6 +50,7 @@ def make_run(
     keep_records: bool = True,
     server_metrics: dict[str, object] | None = None,
     notes: Sequence[str] = (),
+    server_prompt_us: float | None = None,
 ) -> RunResult:
     """One closed-loop run with these per-request durations (µs). The first `new_connections`
     requests open a connection (connect = rtt), the rest reuse one (TCP_INFO rtt)."""
@@ -81,6 +82,10 @@ def make_run(
         records["last_token_mark_us"] = records["total_mark_us"] - 10
         records["done_mark_us"] = records["total_mark_us"] - 5
         records["tokens"] = tokens
+        if server_prompt_us is not None:  # the server's own timings of each request (llama.cpp's)
+            records["server_prompt_us"] = round(server_prompt_us)
+            records["server_total_us"] = records["total_mark_us"] - 1000
+            records["timing_source"] = 1
     histograms = PhaseHistograms()
     histograms.record_phases(derive(records).values_us)
     counters: Counter[str] = Counter(

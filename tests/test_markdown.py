@@ -100,6 +100,19 @@ def test_the_rule_of_thumb_names_the_cause_the_numbers_show():
         assert not any(phrase in text for phrase in UNTRUE), text
 
 
+def test_the_servers_own_timings_measure_the_path_per_request():
+    # llama.cpp timed its prompt at 17 ms of a 20 ms TTFT: 3 ms is the path to the model (the
+    # histograms' resolution shows 20 ms as 20.02 and 17 as 17.01)
+    runs = [make_run("completions", 1, [200_000] * 16, ttft_us=[20_000] * 16, server_prompt_us=17_000),
+            make_run("health", 1, [300] * 16)]  # fmt: skip
+    text = rule_text(runs)
+    assert "(client TTFT beyond the server's own prompt time, per request) takes ~3.00 ms of a warm TTFT of 20.02 ms (15 %" in text
+    assert "2.97 ms of HTTP framework, tokenization and queue (what the server did not time) and 17.01 ms of the model (the server's prompt time)" in text
+    report = render_markdown(runs)
+    assert "- Per request, the server's own timings: 16 requests joined (100 %); prompt time p50 17.01 ms, client TTFT beyond it p50 3.00 ms" in report
+    assert "the server's prompt time is 85 % of TTFT" in report
+
+
 def test_the_report_words_are_true_too():
     for name, text in _scenarios().items():
         assert not any(phrase in text for phrase in UNTRUE), name

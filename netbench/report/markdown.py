@@ -161,6 +161,13 @@ def _verdict_words(verdict: Verdict) -> str:
     }[verdict]
 
 
+#: how the network and HTTP path's time was measured
+OVERHEAD_WORDS = {
+    OverheadSource.BASELINE: "the baseline's wall time",
+    OverheadSource.SERVER_GAP: "client − server-side TTFT, means",
+    OverheadSource.SERVER_TIMINGS: "client TTFT beyond the server's own prompt time, per request",
+}
+
 #: what each cause of TTFT is, and what shortens it
 CAUSE_WORDS = {
     Cause.NETWORK: ("the network round trip", "propagation no serving stack can shorten: run the client closer to the "
@@ -172,11 +179,21 @@ CAUSE_WORDS = {
 }  # fmt: skip
 
 
+def _http_words(parts: TtftParts) -> str:
+    if parts.timed_by_server:
+        return "HTTP framework, tokenization and queue (what the server did not time)"
+    return "HTTP framework and handler"
+
+
+def _model_words(parts: TtftParts) -> str:
+    return "the model (the server's prompt time)" if parts.timed_by_server else "the model (queue + prefill)"
+
+
 def _parts_sentence(parts: TtftParts) -> str:
     name, advice = CAUSE_WORDS[parts.cause]
     return (
-        f"Warm TTFT by cause (medians): network round trip {ms(parts.network_us)} ms, HTTP framework and handler "
-        f"{ms(parts.http_us)} ms, the model (queue + prefill) {ms(parts.model_us)} ms. The largest is {name}: {advice}."
+        f"Warm TTFT by cause (medians): network round trip {ms(parts.network_us)} ms, {_http_words(parts)} "
+        f"{ms(parts.http_us)} ms, {_model_words(parts)} {ms(parts.model_us)} ms. The largest is {name}: {advice}."
     )
 
 
@@ -225,7 +242,7 @@ def ttft_section(c: TtftVsHttp) -> list[str]:
         lines.append(f"- Missing: {reason}.")
     share = c.overhead_share_of_ttft
     if c.overhead_us is not None and c.ttft_us is not None and share is not None and c.verdict is not None:
-        what = "the baseline's wall time" if c.overhead_source is OverheadSource.BASELINE else "client − server-side TTFT (mean)"
+        what = OVERHEAD_WORDS[c.overhead_source] if c.overhead_source is not None else ""
         lines.append(
             f"- **The network and HTTP path: {ms(c.overhead_us)} ms ({what}) of a warm TTFT of {ms(c.ttft_us)} ms, "
             f"{percent(share)} of it: {_verdict_words(c.verdict)}.** (Under {percent(NEGLIGIBLE_SHARE)} is "
@@ -315,7 +332,7 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
     if rule.verdict is None or rule.overhead_us is None or rule.ttft_us is None or rule.share is None:
         return "No rule of thumb from these runs: " + "; ".join(rule.missing or ("the numbers are missing",)) + "."
     x, t, s = ms(rule.overhead_us), ms(rule.ttft_us), percent(rule.share)
-    what = "the network and HTTP path" if rule.overhead_source is OverheadSource.BASELINE else "the network and HTTP path (client − server TTFT)"
+    what = "the network and HTTP path" + ("" if rule.overhead_source is OverheadSource.BASELINE else f" ({OVERHEAD_WORDS[rule.overhead_source]})")
     text = f"Measured from this client, {what} takes ~{x} ms of a warm TTFT of {t} ms ({s}, {_verdict_words(rule.verdict)})"
     parts = rule.parts
     if parts is None:
@@ -323,8 +340,8 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
     else:
         name, advice = CAUSE_WORDS[parts.cause]
         text += (
-            f": {ms(parts.network_us)} ms of network round trip, {ms(parts.http_us)} ms of HTTP framework and "
-            f"{ms(parts.model_us)} ms of the model (queue + prefill). Most of it is {name}, so {advice}."
+            f": {ms(parts.network_us)} ms of network round trip, {ms(parts.http_us)} ms of {_http_words(parts)} and "
+            f"{ms(parts.model_us)} ms of {_model_words(parts)}. Most of it is {name}, so {advice}."
         )
     if rule.new_connection is not None:
         cost = rule.new_connection
