@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from netbench.tcpinfo import TcpSockets, parse
 def _tcp_info(size: int, **fields: int) -> bytes:
     buffer = bytearray(size)
     layout = {"state": ("B", 0), "rtt": ("I", 68), "rttvar": ("I", 72), "total_retrans": ("I", 100),
-              "bytes_received": ("Q", 128), "min_rtt": ("I", 148)}  # fmt: skip
+              "bytes_received": ("Q", 128), "min_rtt": ("I", 148), "last_data_recv": ("I", 52)}  # fmt: skip
     for name, value in fields.items():
         fmt, offset = layout[name]
         if offset + struct.calcsize(fmt) <= size:
@@ -22,9 +23,10 @@ def _tcp_info(size: int, **fields: int) -> bytes:
 
 
 def test_fields_are_read_at_their_offsets():
-    info = _tcp_info(232, state=8, rtt=2400, rttvar=600, total_retrans=3, bytes_received=1990, min_rtt=17)
+    info = _tcp_info(232, state=8, rtt=2400, rttvar=600, total_retrans=3, bytes_received=1990, min_rtt=17, last_data_recv=42)
     sample = parse(info)
     assert sample is not None
+    assert sample.last_data_recv_ms == 42
     assert (sample.state, sample.rtt_us, sample.rttvar_us, sample.total_retrans) == (8, 2400, 600, 3)
     assert (sample.bytes_received, sample.min_rtt_us) == (1990, 17)
     assert sample.peer_closed  # CLOSE_WAIT
@@ -61,3 +63,25 @@ def test_a_loopback_connection_reads_its_own_bytes_and_the_fin():
         finally:
             tcp.release()
             client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO on this platform")
+def test_last_data_recv_says_how_long_unread_input_has_waited():
+    """The evidence of a late client (curl._Connections.check_input): data left unread ages."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        tcp = TcpSockets()
+        try:
+            peer.sendall(b"token")
+            time.sleep(0.002)
+            fresh = tcp.sample(client.fileno())
+            time.sleep(0.12)
+            aged = tcp.sample(client.fileno())
+            assert fresh is not None and aged is not None
+            assert aged.last_data_recv_ms - fresh.last_data_recv_ms >= 100  # jiffies: a few ms coarse
+        finally:
+            tcp.release()
+            client.close()
+            peer.close()
