@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import ssl
 import warnings
 from collections.abc import Callable, Sequence
@@ -92,9 +91,13 @@ _ERROR_BODY_BYTES = 4096
 FETCH_BODY_BYTES = 16 * 1024 * 1024
 #: how often a probe looks for a stop signal (Ctrl-C) while it waits
 _FETCH_POLL_S = 0.05
-#: waiting input is looked for only when the loop has not read for LATE_INPUT_US (input that
-#: came later waited less), on at most this many sockets: never on the per-chunk path
-_INPUT_CHECK_SOCKETS = 256
+#: late input is looked for only after a perform that followed LATE_INPUT_US without reading
+#: (input that came later waited less), once the perform has read and stamped what it found,
+#: on at most this many sockets (in turn): never on the per-chunk path
+_INPUT_CHECK_SOCKETS = 64
+#: last_data_recv counts kernel ticks (1-10 ms, floored): a segment counts as arrived after a
+#: read only when its age is below the time since that read by more than a tick
+_TICK_US = 10_000
 #: secret headers libcurl itself withholds from another host on a followed redirect
 _WITHHELD_BY_LIBCURL = frozenset(("authorization", "cookie"))
 
@@ -266,7 +269,7 @@ class _Connections:
     it (an RST without FIN) may have delivered the request: the server may have received it twice.
     """
 
-    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts", "_handshakes")
+    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts", "_handshakes", "_check_offset")
 
     def __init__(self) -> None:
         self.tcp = TcpSockets()
@@ -277,6 +280,8 @@ class _Connections:
         self._attempts: dict[int, tuple[Transfer, TcpSample]] = {}
         #: descriptor -> (its handshake's RTT µs, SYN retransmissions), read before its first request
         self._handshakes: dict[int, tuple[int, int]] = {}
+        #: where the next check_input starts among the in-flight descriptors
+        self._check_offset = 0
 
     def on_open(self, fd: int, purpose: int) -> int:
         self._unmapped.add(fd)
@@ -334,25 +339,28 @@ class _Connections:
         for port in [p for p, known in self._fd_by_port.items() if known == fd]:
             del self._fd_by_port[port]
 
-    def check_input(self, away_us: int) -> None:
-        """Mark the in-flight requests whose input waited in the kernel unread for longer than
-        LATE_INPUT_US. The loop has not read for `away_us`: data waiting now waited at least
-        since its last segment arrived (TCP_INFO's last_data_recv, ms: a lower bound, the
-        honest side for a verdict) and at most that. A socket readable for its FIN alone holds
-        no data: its last_data_recv is the previous response's, and it is left out."""
-        if not self._attempts:
+    def check_input(self, previous_read_ns: int, read_ns: int) -> None:
+        """Mark the in-flight requests whose input waited in the kernel over LATE_INPUT_US
+        before the perform that began at `read_ns` read it; the loop read nothing between
+        `previous_read_ns` (the end of the perform before) and it. TCP_INFO's last_data_recv (ms, the kernel's jiffies) dates
+        a socket's last data segment: one that arrived in that gap waited from its arrival to
+        `read_ns` (its earlier segments longer: a lower bound, the honest side for a verdict).
+        Data older than the gap was read before it (a FIN alone does not date a socket)."""
+        fds = list(self._attempts)
+        if not fds:
             return
-        poller = select.poll()
-        for fd in list(self._attempts)[:_INPUT_CHECK_SOCKETS]:
-            poller.register(fd, select.POLLIN)
-        for fd, _ in poller.poll(0):
-            attempt = self._attempts.get(fd)
+        start = self._check_offset % len(fds)
+        self._check_offset = start + _INPUT_CHECK_SOCKETS
+        now_ns = monotonic_ns()
+        gap_us, since_read_us = (now_ns - previous_read_ns) // 1000, (now_ns - read_ns) // 1000
+        for fd in (fds[start:] + fds[:start])[:_INPUT_CHECK_SOCKETS]:
             sample = self.tcp.sample(fd)
-            if attempt is None or sample is None or sample.last_data_recv_ms < 0 or self.tcp.unread_bytes(fd) <= 0:
+            if sample is None or sample.last_data_recv_ms < 0:
                 continue
-            waited_us = min(sample.last_data_recv_ms * 1000, away_us)
-            if waited_us > LATE_INPUT_US:
-                transfer = attempt[0]
+            age_us = sample.last_data_recv_ms * 1000
+            waited_us = age_us - since_read_us
+            if waited_us > LATE_INPUT_US and age_us + _TICK_US < gap_us:
+                transfer = self._attempts[fd][0]
                 transfer.late_input_us = max(transfer.late_input_us, waited_us)
 
     def complete(self, handle: pycurl.Curl) -> TcpSample | None:
@@ -737,12 +745,11 @@ class MultiDriver:
             for transfer in self._unanchored:
                 transfer.anchor(now_ns)
             self._unanchored.clear()
-        away_us = (now_ns - self._read_ns) // 1000
-        if away_us > LATE_INPUT_US:
-            # Only input the loop left unread this long can have waited this long.
-            self._connections.check_input(away_us)
         while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
+        if now_ns - self._read_ns > LATE_INPUT_US * 1000:
+            # Only input the loop left unread this long can have waited this long.
+            self._connections.check_input(self._read_ns, now_ns)
         self._read_ns = monotonic_ns()
         finished = 0
         while True:

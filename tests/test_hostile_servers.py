@@ -246,6 +246,17 @@ def test_idle_and_instant_runs_are_not_client_bound(sim_url: str) -> None:
         assert summary["client_bound"] is False and summary["client_bound_reasons"] == [], summary["client_bound_reasons"]
 
 
+def test_a_slow_server_is_no_late_client() -> None:
+    """Responses 40 ms after each request, slower than the loop's 20 ms wait: the connections'
+    last data is the previous response's, which the loop read on time."""
+    with TruthServer() as truth:
+        url = truth.openai_url("content", n=4, head_ms=40, first_ms=0, interval_ms=15)
+        result = invoke("run", "--url", url, "--mode", "completions", "--concurrency", "8", "--n", "80", "--json", "--no-progress")
+    assert result.code == ExitStatus.OK, result.stderr
+    summary = strict_json(result.stdout)
+    assert summary["client_bound"] is False, summary["client_bound_reasons"]
+
+
 def _workers_of(pid: int) -> list[int]:
     children = []
     for task in os.listdir(f"/proc/{pid}/task"):
