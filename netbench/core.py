@@ -128,13 +128,15 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
     runs: list[Run] = []
     with stop_on_signals(lambda: None) as received:
         for spec in specs:
+            if received:
+                break
             label = f"{spec.mode} c={spec.concurrency}"
             with progress_bar(env.stderr, outputs.progress, label) as on_progress:
                 result = run(spec, on_progress, clock=env.clock)
             runs.append(Run.of(result))
             if not outputs.as_json:
                 print_report(runs[-1].summary, console(env.stdout))
-            if result.interrupted or received:
+            if result.interrupted:
                 break
         summaries = [r.summary for r in runs]
         if len(runs) > 1 and not outputs.as_json:

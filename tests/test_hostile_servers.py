@@ -156,6 +156,21 @@ def test_ctrl_c_during_the_last_scrape_keeps_the_whole_run(fault_server: FaultSe
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 2
 
 
+def test_ctrl_c_in_the_second_runs_probe_keeps_the_first_run_of_a_sweep(fault_server: FaultServer, tmp_path: Path) -> None:
+    fault_server.answer("/ok/v1/models", body=json.dumps({"data": [{"id": "m"}]}).encode(), stall_after=1)
+    args = ["sweep", "--url", fault_server.openai_url(), "--mode", "completions", "--concurrency", "1,2", "--n", "4",
+            "--no-progress", "-o", "runs/", "--csv", "rows.csv"]  # fmt: skip
+    with started(*args, cwd=tmp_path) as proc:
+        wait_for(lambda: fault_server.request_count("/ok/v1/models") == 2, "the second run's probe")
+        took_s, stdout, stderr = interrupt(proc)
+    assert took_s < _EXIT_S and proc.returncode == ExitStatus.INTERRUPTED, (took_s, stderr)
+    assert "Traceback" not in stderr and "requests: 4 ok, 0 failed" in stdout
+    first = json.loads((tmp_path / "runs" / "completions-c1.json").read_text())
+    assert first["counters"]["ok"] == 4 and first["interrupted"] is False
+    rows = (tmp_path / "rows.csv").read_text().splitlines()
+    assert len(rows) == 3 and "interrupted" in rows[2] and "interrupted" not in rows[1]
+
+
 # --- secret headers on a redirect -------------------------------------------------------------------
 
 SECRET = "xk-hostile-51c0ffee"
