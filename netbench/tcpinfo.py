@@ -11,10 +11,8 @@ Where the platform has no TCP_INFO every reading is None.
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import struct
-import termios
 from typing import NamedTuple
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
@@ -85,14 +83,6 @@ class TcpSockets:
             return parse(self._view(fd).getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _READ_BYTES))
         except OSError:
             return None
-
-    def unread_bytes(self, fd: int) -> int:
-        """Bytes of data waiting in the descriptor's receive queue (SIOCINQ); -1 when unknown.
-        A FIN makes a socket readable with none."""
-        try:
-            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-        except OSError:
-            return -1
 
     def local_port(self, fd: int) -> int:
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,49 +41,49 @@ def test_older_kernels_give_what_they_have():
     assert parse(b"\x01" * 60) is None
 
 
+@contextlib.contextmanager
+def loopback_pair() -> Iterator[tuple[socket.socket, socket.socket, TcpSockets]]:
+    """A connected client and peer on loopback, and a TcpSockets to read the client with."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+        tcp = TcpSockets()
+        try:
+            yield client, peer, tcp
+        finally:
+            tcp.release()
+            client.close()
+            peer.close()
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO on this platform")
 def test_a_loopback_connection_reads_its_own_bytes_and_the_fin():
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        peer, _ = server.accept()
-        tcp = TcpSockets()
-        try:
-            peer.sendall(b"hello")
-            assert client.recv(5) == b"hello"
-            before = tcp.sample(client.fileno())
-            assert before is not None and before.state == 1 and not before.peer_closed
-            assert tcp.local_port(client.fileno()) == client.getsockname()[1]
-            peer.close()
+    with loopback_pair() as (client, peer, tcp):
+        peer.sendall(b"hello")
+        assert client.recv(5) == b"hello"
+        before = tcp.sample(client.fileno())
+        assert before is not None and before.state == 1 and not before.peer_closed
+        assert tcp.local_port(client.fileno()) == client.getsockname()[1]
+        peer.close()
+        after = tcp.sample(client.fileno())
+        for _ in range(100):
+            if after is not None and after.peer_closed:
+                break
             after = tcp.sample(client.fileno())
-            for _ in range(100):
-                if after is not None and after.peer_closed:
-                    break
-                after = tcp.sample(client.fileno())
-            assert after is not None and after.peer_closed
-            assert after.bytes_received - before.bytes_received == 1  # the FIN's sequence number
-        finally:
-            tcp.release()
-            client.close()
+        assert after is not None and after.peer_closed
+        assert after.bytes_received - before.bytes_received == 1  # the FIN's sequence number
 
 
 @pytest.mark.integration
 @pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="no TCP_INFO on this platform")
-def test_last_data_recv_says_how_long_unread_input_has_waited():
-    """The evidence of a late client (curl._Connections.check_input): data left unread ages."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        peer, _ = server.accept()
-        tcp = TcpSockets()
-        try:
-            peer.sendall(b"token")
-            time.sleep(0.002)
-            fresh = tcp.sample(client.fileno())
-            time.sleep(0.12)
-            aged = tcp.sample(client.fileno())
-            assert fresh is not None and aged is not None
-            assert aged.last_data_recv_ms - fresh.last_data_recv_ms >= 100  # jiffies: a few ms coarse
-        finally:
-            tcp.release()
-            client.close()
-            peer.close()
+def test_last_data_recv_dates_a_connections_last_data():
+    """The evidence of a late client (curl._Connections.check_input): the age of the last data."""
+    with loopback_pair() as (client, peer, tcp):
+        peer.sendall(b"token")
+        time.sleep(0.002)
+        fresh = tcp.sample(client.fileno())
+        time.sleep(0.12)
+        aged = tcp.sample(client.fileno())
+        assert fresh is not None and aged is not None
+        assert aged.last_data_recv_ms - fresh.last_data_recv_ms >= 100  # kernel ticks: a few ms coarse
