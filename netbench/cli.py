@@ -13,6 +13,7 @@ import click
 from netbench import core
 from netbench.core import Env, ExitStatus
 from netbench.errors import InputError, MergeRefused
+from netbench.secrets import is_secret_header, redact, url_secrets
 from netbench.spec import ARRIVALS, BACKENDS, MODES, RunSpec, api_key_from_env, parse_duration_s, parse_header
 
 #: the flag that sets each subject the layers below name in their errors
@@ -21,6 +22,10 @@ FLAGS = {
     "slo": "--slo",
     "hgrm": "--hgrm",
     "csv": "--csv",
+    "raw": "--raw",
+    "output": "-o",
+    "plots": "--plots",
+    "max_error_rate": "--max-error-rate",
     "backend": "--backend",
     "ray_address": "--ray-address",
 }
@@ -42,21 +47,44 @@ def error_line(error: BaseException) -> str:
     return f"netbench: error: {error}"
 
 
+def command_line_secrets(args: Sequence[str]) -> tuple[str, ...]:
+    """The secrets a command line carries ($OPENAI_API_KEY, --api-key, secret --header values,
+    a URL's password and secret parameters), wherever they stand in it: an error message that
+    quotes an argument (click's "unexpected extra argument (...)") must not show them."""
+    values = [key] if (key := api_key_from_env()) else []
+    for previous, arg in zip(["", *args], args):
+        value = arg.partition("=")[2] if arg.startswith("--") and "=" in arg else arg
+        if previous == "--api-key" or arg.startswith("--api-key="):
+            values.append(value)
+        name, colon, header_value = value.partition(":")
+        if colon and is_secret_header(name) and header_value.strip():
+            values += [header_value.strip(), header_value.strip().partition(" ")[2]]
+        values += url_secrets(value.strip())
+    return tuple(v for v in values if v)
+
+
 def run_cli(args: Sequence[str], env: Env) -> int:
     """Run one command line in this process; returns the exit status."""
+    secrets = command_line_secrets(args)
+
+    def say(line: str) -> None:
+        env.stderr.write(redact(line, secrets) + "\n")
+
     try:
         outcome = main.main(list(args), prog_name="netbench", standalone_mode=False, obj=env)
     except click.exceptions.Abort:
-        env.stderr.write("netbench: aborted\n")
+        say("netbench: aborted")
         return ExitStatus.INTERRUPTED
     except click.ClickException as error:
-        env.stderr.write(f"netbench: error: {error.format_message()}\n")
+        say(f"netbench: error: {error.format_message()}")
         return error.exit_code
     except Exception as error:
         status = core.exit_status(error)  # re-raises what is not bad input: a bug shows its traceback
-        env.stderr.write(error_line(error) + "\n")
+        say(error_line(error))
         return status
     if isinstance(outcome, core.CommandResult):
+        for failure in outcome.output_failures:  # the other outputs were written
+            say(error_line(failure))
         return core.exit_status(outcome)
     return outcome if isinstance(outcome, int) else ExitStatus.OK  # --help, --version, serve
 
@@ -112,7 +140,7 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-records", type=int, default=d["max_records"], show_default=True, help="Per-request records kept (a uniform sample)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table."),
         click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Append one row per run to this CSV."),
-        click.option("--max-error-rate", type=float, default=0.0, show_default=True, help="Exit 1 when the failed share exceeds this."),
+        click.option("--max-error-rate", type=float, default=0.0, show_default=True, help="Exit 1 when the failed share (0 to 1) exceeds this."),
         click.option("--no-progress", is_flag=True, help="No progress bar on stderr."),
         # open loop
         click.option("--rate", type=float, default=d["rate"], help="Open loop: requests/s, latency measured from the intended send time."),

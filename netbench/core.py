@@ -10,7 +10,8 @@ a report, and every output renders those.
 from __future__ import annotations
 
 import enum
-import json
+import io
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
+from netbench.analysis import analyse, load_ttft_ref, sorted_runs
 from netbench.compare import compare_runs
 from netbench.errors import InputError
+from netbench.outputs import check_distinct, check_file, check_folder, make_folder, write_each
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
 from netbench.report import csvout, hgrm, jsonout, raw
@@ -28,9 +30,10 @@ from netbench.report.gates import gate_lines
 from netbench.report.progress import progress_bar
 from netbench.report.table import print_report
 from netbench.report.terminal import console
-from netbench.results import RunFileError, RunResult
+from netbench.results import RunFileError, RunResult, run_label
 from netbench.runner import run
-from netbench.serial import plain
+from netbench.serial import dumps
+from netbench.signals import stop_on_signals, stop_signal_name
 from netbench.slo import GateResult, evaluate, parse_slo
 from netbench.spec import RunSpec, SpecError
 from netbench.summary import Run
@@ -43,6 +46,7 @@ class ExitStatus(enum.IntEnum):
     FAILED_REQUESTS = 1  # failed requests over the allowed error rate, none ok, or a worker lost
     BAD_INPUT = 2
     SLO_FAILED = 3
+    OUTPUT_FAILED = 4  # an output could not be written at the end (a full disk); the others were
     # Stopped by a signal, the report printed and written: the shell's 128 + signal number.
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
@@ -67,11 +71,14 @@ class CommandResult:
     #: requests failed beyond the allowed rate, none succeeded, or a worker was lost
     failed: bool = False
     gates_failed: bool = False
+    #: the outputs that could not be written at the end, each as the error that says why
+    output_failures: tuple[InputError, ...] = ()
 
 
 def exit_status(outcome: CommandResult | BaseException) -> ExitStatus:
     """The exit status of a command's result or of the error it raised. When several apply,
-    the first in this order wins: interrupted (130/143), failed requests (1), SLO (3)."""
+    the first in this order wins: interrupted (130/143), failed requests (1), an output not
+    written (4), SLO (3)."""
     if isinstance(outcome, BaseException):
         if isinstance(outcome, KeyboardInterrupt):
             return ExitStatus.INTERRUPTED
@@ -82,6 +89,8 @@ def exit_status(outcome: CommandResult | BaseException) -> ExitStatus:
         return ExitStatus.TERMINATED if outcome.stop_signal == "SIGTERM" else ExitStatus.INTERRUPTED
     if outcome.failed:
         return ExitStatus.FAILED_REQUESTS
+    if outcome.output_failures:
+        return ExitStatus.OUTPUT_FAILED
     return ExitStatus.SLO_FAILED if outcome.gates_failed else ExitStatus.OK
 
 
@@ -109,62 +118,105 @@ class Measured(CommandResult):
 
 
 def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
-    """Run each spec in turn (a sweep stops at an interrupted run), render, write, gate."""
+    """Run each spec in turn (a sweep stops at an interrupted run), render, write, gate. A stop
+    signal at any time (a probe, the run, the writing) keeps what was measured: it is printed
+    and written, and the exit status says it was stopped."""
     from netbench.report.sweep_table import print_sweep
 
-    slos = [parse_slo(text) for text in outputs.slos]  # bad gates fail before any load is sent
-    for phase, _ in outputs.hgrm:
-        if phase not in PHASE_NAMES:
-            raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
-    if outputs.csv_path:
-        csvout.check_columns(outputs.csv_path)
+    slos = [parse_slo(text) for text in outputs.slos]  # bad input fails before any load is sent
+    check_outputs(specs, outputs)
     runs: list[Run] = []
-    for spec in specs:
-        label = f"{spec.mode} c={spec.concurrency}"
-        with progress_bar(env.stderr, outputs.progress, label) as on_progress:
-            result = run(spec, on_progress, clock=env.clock)
-        runs.append(Run.of(result))
-        if not outputs.as_json:
-            print_report(runs[-1].summary, console(env.stdout))
-        if result.interrupted:
-            break
-    summaries = [r.summary for r in runs]
-    if len(runs) > 1 and not outputs.as_json:
-        print_sweep(summaries, console(env.stdout))
-    if outputs.as_json:
-        print(jsonout.render_json(summaries), file=env.stdout)
-    if outputs.csv_path:
-        csvout.append_rows(outputs.csv_path, summaries)
-    if outputs.output_path:
-        _save_run_files([r.result for r in runs], outputs.output_path)
-    results = [r.result for r in runs]
-    if outputs.raw_path:
-        raw.write_raw_csv(results, outputs.raw_path)
-    for phase, path in outputs.hgrm:
-        hgrm.write_hgrm(results, phase, path)
-    gates = evaluate(slos, summaries)
-    for line in gate_lines(gates):
-        print(line, file=env.stderr if outputs.as_json else env.stdout)
-    stopped = next((s.stop_signal for s in summaries if s.stop_signal), None)
+    with stop_on_signals(lambda: None) as received:
+        for spec in specs:
+            if received:
+                break
+            label = f"{spec.mode} c={spec.concurrency}"
+            with progress_bar(env.stderr, outputs.progress, label) as on_progress:
+                result = run(spec, on_progress, clock=env.clock)
+            runs.append(Run.of(result))
+            if not outputs.as_json:
+                print_report(runs[-1].summary, console(env.stdout))
+            if result.interrupted:
+                break
+        summaries = [r.summary for r in runs]
+        if len(runs) > 1 and not outputs.as_json:
+            print_sweep(summaries, console(env.stdout))
+        if outputs.as_json:
+            print(jsonout.render_json(summaries), file=env.stdout)
+        failures = write_each(_writes(runs, outputs))
+        gates = evaluate(slos, summaries)
+        for line in gate_lines(gates):
+            print(line, file=env.stderr if outputs.as_json else env.stdout)
+    stopped = next((s.stop_signal for s in summaries if s.stop_signal), None) or stop_signal_name(received)
     return Measured(
         stop_signal=stopped,
-        interrupted=any(s.interrupted for s in summaries),
+        interrupted=any(s.interrupted for s in summaries) or bool(received),
         failed=any(s.error_rate > outputs.max_error_rate or s.ok == 0 or s.workers_failed for s in summaries),
         gates_failed=any(not g.passed for g in gates),
+        output_failures=failures,
         runs=tuple(runs),
         gates=tuple(gates),
     )
 
 
-def _save_run_files(results: Sequence[RunResult], path: str) -> None:
-    """One run: the file itself. Several (a sweep): a folder with one file per run."""
-    if len(results) == 1 and not path.endswith("/"):
-        results[0].save(path)
-        return
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    for result in results:
-        result.save(folder / f"{result.label}.json")
+def check_outputs(specs: Sequence[RunSpec], outputs: Outputs) -> None:
+    """Every output a measuring command will write, checked before any load is sent."""
+    rate = outputs.max_error_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or not 0 <= rate <= 1:
+        raise InputError("max_error_rate", rate, "must be a share from 0 to 1 (0.05: 5 % may fail)")
+    for phase, _ in outputs.hgrm:
+        if phase not in PHASE_NAMES:
+            raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
+    files: list[tuple[str, str | Path]] = []
+    in_new_folder: list[tuple[str, str | Path]] = []  # a sweep's run files, in a folder -o creates
+    if outputs.csv_path:
+        files.append(("csv", outputs.csv_path))
+    if outputs.raw_path:
+        files.append(("raw", outputs.raw_path))
+    labels = [run_label(spec) for spec in specs]
+    files += [("hgrm", out) for _, path in outputs.hgrm for out in hgrm.hgrm_paths(path, labels)]
+    if outputs.output_path:
+        if _one_run_file(len(specs), outputs.output_path):
+            files.append(("output", outputs.output_path))
+        else:
+            check_folder("output", outputs.output_path)
+            run_files = [("output", Path(outputs.output_path) / f"{label}.json") for label in labels]
+            (files if Path(outputs.output_path).is_dir() else in_new_folder).extend(run_files)
+    for subject, path in files:
+        check_file(subject, path)
+    check_distinct(files + in_new_folder)
+    if outputs.csv_path:
+        csvout.check_columns(outputs.csv_path)
+
+
+def _one_run_file(runs: int, path: str) -> bool:
+    """-o of one run names the run file; of a sweep (or ending in '/'), a folder of them."""
+    return runs == 1 and not path.endswith("/")
+
+
+def _writes(runs: Sequence[Run], outputs: Outputs) -> list[tuple[str, str | Path, Callable[[], None]]]:
+    """Each output to write at the end, as (subject, path, write): the run files first."""
+    writes: list[tuple[str, str | Path, Callable[[], None]]] = []
+    results = [r.result for r in runs]
+    if not results:
+        return writes
+    if outputs.output_path:
+        output_path = outputs.output_path
+        if _one_run_file(len(results), output_path):
+            writes.append(("output", output_path, lambda: results[0].save(output_path)))
+        else:
+            for result in results:
+                path = Path(output_path) / f"{result.label}.json"
+                writes.append(("output", path, lambda r=result, p=path: r.save(make_folder(p.parent) / p.name)))
+    if outputs.csv_path:
+        csv_path = outputs.csv_path
+        writes.append(("csv", csv_path, lambda: csvout.append_rows(csv_path, [r.summary for r in runs])))
+    if outputs.raw_path:
+        raw_path = outputs.raw_path
+        writes.append(("raw", raw_path, lambda: raw.write_raw_csv(results, raw_path)))
+    for phase, path in outputs.hgrm:
+        writes.append(("hgrm", path, lambda ph=phase, p=path: hgrm.write_hgrm(results, ph, p)))
+    return writes
 
 
 # --- report, merge, compare ------------------------------------------------------------------
@@ -200,23 +252,36 @@ def report(
     """Render saved runs again: the runs table, TTFT vs HTTP latency, significance, the rule of
     thumb (md), the same as JSON or as breakdown tables, or the CSV rows; plots on request."""
     reference = load_ttft_ref(ttft_ref) if ttft_ref is not None else None  # bad input fails before any work
+    if plots_dir is not None:
+        check_folder("plots", plots_dir)
+    in_plots = plots_dir is not None and os.path.realpath(Path(output_path or "").parent) == os.path.realpath(plots_dir)
+    if output_path is not None and not (in_plots and not Path(plots_dir).exists()):  # type: ignore[arg-type]
+        check_file("output", output_path)  # (in a plots folder yet to be made, the folder was checked)
     runs = sorted_runs(load_runs(paths))
     links: list[tuple[str, str]] = []
+    failures: tuple[InputError, ...] = ()
     if plots_dir is not None:
         from netbench.figures import cdfs, phase_bars
         from netbench.report.plot import write_plots
 
         base = Path(output_path).resolve().parent if output_path else Path.cwd()
-        written = write_plots(phase_bars(runs), cdfs(runs), plots_dir)
+        written: list[tuple[str, Path]] = []
+        failures = write_each([("plots", plots_dir, lambda: written.extend(write_plots(phase_bars(runs), cdfs(runs), plots_dir)))])
         links = [(caption, os.path.relpath(path.resolve(), base)) for caption, path in written]
     if fmt == "csv":
         text = csvout.render_csv([r.summary for r in runs])
     else:
         analysis = analyse(runs, reference, seed=seed)
         if fmt == "table":
-            _render_table(analysis, env, output_path)
-            return CommandResult()
-        if fmt == "md":
+            from netbench.report.answer import render_text
+
+            if output_path is None:
+                render_text(analysis, console(env.stdout))
+                return CommandResult(output_failures=failures)
+            buffer = io.StringIO()
+            render_text(analysis, console(buffer, width=160, color=False))
+            text = buffer.getvalue()
+        elif fmt == "md":
             from netbench.report.markdown import render_markdown
 
             text = render_markdown(analysis, links)
@@ -227,30 +292,21 @@ def report(
     if output_path is None:
         env.stdout.write(text)
     else:
-        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(output_path).write_text(text)
-        plots = f" and {len(links)} plots in {plots_dir}" if links else ""
-        print(f"netbench: wrote {output_path}{plots}", file=env.stderr)
-    return CommandResult()
-
-
-def _render_table(analysis: Analysis, env: Env, output_path: str | None) -> None:
-    from netbench.report.answer import render_text
-
-    if output_path is None:
-        render_text(analysis, console(env.stdout))
-        return
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "w") as handle:
-        render_text(analysis, console(handle, width=160, color=False))
+        failures += write_each([("output", output_path, lambda: Path(output_path).write_text(text))])
+        if not failures:
+            plots = f" and {len(links)} plots in {plots_dir}" if links else ""
+            print(f"netbench: wrote {output_path}{plots}", file=env.stderr)
+    return CommandResult(output_failures=failures)
 
 
 def merge(paths: Sequence[str], output_path: str, env: Env, force: bool = False) -> CommandResult:
     """Runs made at the same time on several hosts, merged into one run file."""
+    check_file("output", output_path)
     merged = merge_results([RunResult.load(path) for path in paths], names=paths, force=force)
-    merged.save(output_path)
-    print(f"merged {len(paths)} runs ({merged.requests} requests) into {output_path}", file=env.stderr)
-    return CommandResult()
+    failures = write_each([("output", output_path, lambda: merged.save(output_path))])
+    if not failures:
+        print(f"merged {len(paths)} runs ({merged.requests} requests) into {output_path}", file=env.stderr)
+    return CommandResult(output_failures=failures)
 
 
 def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed: int = 0) -> CommandResult:
@@ -259,7 +315,7 @@ def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed
 
     comparison = compare_runs(Run.of(RunResult.load(base_path)), Run.of(RunResult.load(new_path)), base_path, new_path, seed=seed)
     if as_json:
-        print(json.dumps(plain(comparison), indent=2), file=env.stdout)
+        print(dumps(comparison), file=env.stdout)
     else:
         print_comparison(comparison, console(env.stdout))
     return CommandResult()

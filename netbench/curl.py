@@ -16,14 +16,17 @@ import os
 import ssl
 import warnings
 from collections.abc import Callable, Sequence
-from io import BytesIO
+from dataclasses import dataclass
 from time import monotonic_ns
+from urllib.parse import urljoin, urlsplit
 
 import pycurl
 
+from netbench import signals
 from netbench.outcomes import Outcome
+from netbench.pacing import LATE_INPUT_US
 from netbench.phases import TIMING_SOURCES, Record
-from netbench.secrets import redact
+from netbench.secrets import is_secret_header, redact
 from netbench.server_timing import ServerTimings, from_headers, from_llama_cpp, header_pairs
 from netbench.spec import RunSpec
 from netbench.sse import MAX_MESSAGE_CHARS, EventKind, SSEParser, interpret
@@ -84,6 +87,19 @@ _DIGEST_SLICE_NS = 50_000
 _END_AFTER_DONE_NS = 50_000_000
 #: bytes of an error response kept to explain the failure
 _ERROR_BODY_BYTES = 4096
+#: the most a probe or a /metrics scrape reads: a larger body is refused, not held in memory
+FETCH_BODY_BYTES = 16 * 1024 * 1024
+#: how often a probe looks for a stop signal (Ctrl-C) while it waits
+_FETCH_POLL_S = 0.05
+#: late input is looked for only after a perform that followed LATE_INPUT_US without reading
+#: (input that came later waited less), once the perform has read and stamped what it found,
+#: on at most this many sockets (in turn): never on the per-chunk path
+_INPUT_CHECK_SOCKETS = 64
+#: last_data_recv counts kernel ticks (1-10 ms, floored): a segment counts as arrived after a
+#: read only when its age is below the time since that read by more than a tick
+_TICK_US = 10_000
+#: secret headers libcurl itself withholds from another host on a followed redirect
+_WITHHELD_BY_LIBCURL = frozenset(("authorization", "cookie"))
 
 
 def curl_version() -> str:
@@ -107,6 +123,66 @@ _ERROR_AFTER_DONE_NOTE = (
     "the connection failed after [DONE] had arrived: the streams were complete, so the requests are counted "
     "as successes (e2e ends at the failure)"
 )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, the port made explicit: what "another host" means."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+
+
+class RedirectGuard:
+    """Refuses a followed redirect to another host (scheme, host or port) when the request
+    carries secret headers that libcurl would send there: libcurl withholds only Authorization
+    and Cookie from another host, and forwards every other custom header (X-Api-Key, api-key,
+    ...). The redirect's target is read from its Location header; refusing aborts the transfer
+    before libcurl follows it (a failed request, and a note naming the target and the headers)."""
+
+    __slots__ = ("url", "origin", "secrets", "redirecting", "refused")
+
+    def __init__(self, url: str, secrets: tuple[str, ...]) -> None:
+        self.url, self.origin, self.secrets = url, _origin(url), secrets
+        self.redirecting = False
+        #: the origin a redirect was refused to, "" when none was
+        self.refused = ""
+
+    @classmethod
+    def of(cls, spec: RunSpec, request: Request) -> RedirectGuard | None:
+        """The guard a request needs; None when it follows no redirect or carries no such header."""
+        if not spec.follow_redirects:
+            return None
+        names = [line.partition(":")[0].strip() for line in request.headers]
+        secrets = tuple(n for n in names if is_secret_header(n) and n.lower() not in _WITHHELD_BY_LIBCURL)
+        return cls(request.url, secrets) if secrets else None
+
+    def reset(self) -> None:
+        self.redirecting, self.refused = False, ""
+
+    def allows(self, line: bytes) -> bool:
+        """Called with every header line; False: abort the transfer, it would leak the secrets."""
+        if line[:5] == b"HTTP/":
+            parts = line.split(None, 2)
+            self.redirecting = len(parts) > 1 and parts[1][:1] == b"3"
+            return True
+        if not self.redirecting or line[:9].lower() != b"location:":
+            return True
+        # A relative Location stays on the host; an absolute one names its own.
+        target = urljoin(self.url, line[9:].strip().decode("latin-1"))
+        origin = _origin(target)
+        if origin == self.origin:
+            return True
+        self.refused = f"{origin[0]}://{origin[1]}:{origin[2]}"
+        return False
+
+    def note(self) -> str:
+        return (
+            f"other: the server redirected to {self.refused}, another host, and netbench did not follow: libcurl "
+            f"would send the secret header(s) {', '.join(self.secrets)} there (pass the target's own URL as --url)"
+        )
 
 
 def _curl_error_note(curl_error: int, message: str) -> str:
@@ -193,7 +269,7 @@ class _Connections:
     it (an RST without FIN) may have delivered the request: the server may have received it twice.
     """
 
-    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts", "_handshakes")
+    __slots__ = ("tcp", "_fd_by_port", "_unmapped", "_attempts", "_handshakes", "_check_offset")
 
     def __init__(self) -> None:
         self.tcp = TcpSockets()
@@ -204,6 +280,8 @@ class _Connections:
         self._attempts: dict[int, tuple[Transfer, TcpSample]] = {}
         #: descriptor -> (its handshake's RTT µs, SYN retransmissions), read before its first request
         self._handshakes: dict[int, tuple[int, int]] = {}
+        #: where the next check_input starts among the in-flight descriptors
+        self._check_offset = 0
 
     def on_open(self, fd: int, purpose: int) -> int:
         self._unmapped.add(fd)
@@ -261,6 +339,30 @@ class _Connections:
         for port in [p for p, known in self._fd_by_port.items() if known == fd]:
             del self._fd_by_port[port]
 
+    def check_input(self, previous_read_ns: int, read_ns: int) -> None:
+        """Mark the in-flight requests whose input waited in the kernel over LATE_INPUT_US
+        before the perform that began at `read_ns` read it; the loop read nothing between
+        `previous_read_ns` (the end of the perform before) and it. TCP_INFO's last_data_recv (ms, the kernel's jiffies) dates
+        a socket's last data segment: one that arrived in that gap waited from its arrival to
+        `read_ns` (its earlier segments longer: a lower bound, the honest side for a verdict).
+        Data older than the gap was read before it (a FIN alone does not date a socket)."""
+        fds = list(self._attempts)
+        if not fds:
+            return
+        start = self._check_offset % len(fds)
+        self._check_offset = start + _INPUT_CHECK_SOCKETS
+        now_ns = monotonic_ns()
+        gap_us, since_read_us = (now_ns - previous_read_ns) // 1000, (now_ns - read_ns) // 1000
+        for fd in (fds[start:] + fds[:start])[:_INPUT_CHECK_SOCKETS]:
+            sample = self.tcp.sample(fd)
+            if sample is None or sample.last_data_recv_ms < 0:
+                continue
+            age_us = sample.last_data_recv_ms * 1000
+            waited_us = age_us - since_read_us
+            if waited_us > LATE_INPUT_US and age_us + _TICK_US < gap_us:
+                transfer = self._attempts[fd][0]
+                transfer.late_input_us = max(transfer.late_input_us, waited_us)
+
     def complete(self, handle: pycurl.Curl) -> TcpSample | None:
         """The reading of a completed transfer's socket; None when it has none."""
         try:
@@ -292,7 +394,7 @@ class Transfer:
         "first_status_ns", "final_status_ns", "interim_seen", "error_status", "error_body", "headers",
         "events", "event_tokens", "usage_tokens", "usage_prompt_tokens", "last_usage_tokens",
         "malformed", "stream_error", "chunks", "attempts", "unreceived_attempts", "tcp_before", "handshake", "ended_at_done",
-        "_backlog", "_on_done_seen", "_connections",
+        "redirect_guard", "late_input_us", "_spec", "_backlog", "_on_done_seen", "_connections",
     )  # fmt: skip
 
     def __init__(
@@ -306,6 +408,8 @@ class Transfer:
         self.handle = pycurl.Curl()
         configure(self.handle, spec, request)
         self.request = request
+        self._spec = spec
+        self.redirect_guard = RedirectGuard.of(spec, request)
         self.streaming = request.streaming
         self.handle.setopt(pycurl.WRITEFUNCTION, self._on_stream if self.streaming else self._on_body)
         self.handle.setopt(pycurl.HEADERFUNCTION, self._on_header)
@@ -338,6 +442,10 @@ class Transfer:
         self.tcp_before: TcpSample | None = None
         self.handshake = (-1, -1)
         self.interim_seen = self.error_status = self.ended_at_done = False
+        #: the longest its response's bytes were seen waiting in the kernel unread (µs; 0: never late)
+        self.late_input_us = 0
+        if self.redirect_guard is not None:
+            self.redirect_guard.reset()
         self.error_body = b""
         self.headers = []
         self.event_tokens = self.last_usage_tokens = 0
@@ -358,6 +466,7 @@ class Transfer:
         if request.body is not None:
             self.handle.setopt(pycurl.POSTFIELDS, request.body)
         self.request = request
+        self.redirect_guard = RedirectGuard.of(self._spec, request)
 
     def anchor(self, now_ns: int) -> None:
         """libcurl starts a transfer's clock, from which its *_TIME_T marks count, when its first
@@ -380,7 +489,9 @@ class Transfer:
         self.tcp_before, self.handshake = self._connections.begin_attempt(self, local_port)
         return pycurl.PREREQFUNC_OK
 
-    def _on_header(self, line: bytes) -> None:
+    def _on_header(self, line: bytes) -> int | None:
+        if self.redirect_guard is not None and not self.redirect_guard.allows(line):
+            return 0  # not the line's length: libcurl aborts the transfer (CURLE_WRITE_ERROR)
         if line[:5] != b"HTTP/":
             self.headers.append(line)
             return
@@ -578,6 +689,11 @@ class MultiDriver:
         #: how many requests each noted kind concerned (ended at [DONE], idle closes, ...)
         self.tallies: dict[str, int] = {}
         self._secrets: Sequence[str] = spec.secret_values()
+        #: measured requests whose input waited unread longer than LATE_INPUT_US, and the longest wait
+        self.late_input = 0
+        self.input_lag_max_us = 0
+        #: when the loop last read its sockets (the end of the last perform)
+        self._read_ns = monotonic_ns()
 
     @property
     def active(self) -> int:
@@ -630,13 +746,17 @@ class MultiDriver:
         return len(due)
 
     def _perform(self, on_done: Callable[[Transfer, Record, list, Outcome], None]) -> int:
+        now_ns = monotonic_ns()
         if self._unanchored:
-            now_ns = monotonic_ns()
             for transfer in self._unanchored:
                 transfer.anchor(now_ns)
             self._unanchored.clear()
         while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
             pass
+        if now_ns - self._read_ns > LATE_INPUT_US * 1000:
+            # Only input the loop left unread this long can have waited this long.
+            self._connections.check_input(self._read_ns, now_ns)
+        self._read_ns = monotonic_ns()
         finished = 0
         while True:
             queued, ok_handles, failed = self.multi.info_read()
@@ -657,6 +777,9 @@ class MultiDriver:
         # finish before remove_handle: the socket is still the transfer's (TCP_INFO)
         record, events, outcome = transfer.finish(curl_error, self.worker)
         self._explain(transfer, record, outcome, curl_error, message)
+        if transfer.late_input_us and transfer.measured:
+            self.late_input += 1
+            self.input_lag_max_us = max(self.input_lag_max_us, transfer.late_input_us)
         on_done(transfer, record, events, outcome)
         self.multi.remove_handle(handle)
         self._active.discard(transfer)
@@ -674,8 +797,12 @@ class MultiDriver:
             if curl_error and not transfer.ended_at_done:
                 self._tally("errors_after_done", _ERROR_AFTER_DONE_NOTE)
             return
-        if record.curl_error:
-            self.failure_notes.setdefault(f"curl {record.curl_error}", _curl_error_note(record.curl_error, message))
+        guard = transfer.redirect_guard
+        if guard is not None and guard.refused:
+            self.failure_notes.setdefault("redirect_refused", guard.note())
+        elif record.curl_error:
+            note = redact(_curl_error_note(record.curl_error, message), self._secrets)
+            self.failure_notes.setdefault(f"curl {record.curl_error}", note)
         elif outcome is Outcome.RESET:
             self.failure_notes.setdefault("resent", _RESENT_NOTE)
         elif outcome in (Outcome.HTTP_4XX, Outcome.HTTP_5XX):
@@ -710,16 +837,63 @@ class MultiDriver:
         self._connections.close_all()
 
 
-def fetch(spec: RunSpec, request: Request) -> tuple[int, bytes, int]:
-    """One blocking request outside the measured run (probes): (http status, body, curl error)."""
-    handle = pycurl.Curl()
-    body = BytesIO()
+@dataclass(frozen=True)
+class Fetched:
+    """What a probe got: the HTTP status (0: no response), the body, and why it failed."""
+
+    status: int
+    body: bytes
+    #: curl's code and message, a body over FETCH_BODY_BYTES, a refused redirect, a stop signal; None: it did not fail
+    error: str | None = None
+
+
+def fetch(spec: RunSpec, request: Request, max_body_bytes: int = FETCH_BODY_BYTES) -> Fetched:
+    """One request outside the measured run (probes, /metrics scrapes). It reads at most
+    `max_body_bytes`, and gives up within _FETCH_POLL_S of a stop signal (Ctrl-C) that a
+    guard (signals.stop_on_signals) received meanwhile; without a guard, Ctrl-C raises
+    KeyboardInterrupt between polls, as it would anywhere else."""
+    handle, multi = pycurl.Curl(), pycurl.CurlMulti()
+    chunks: list[bytes] = []
+    size = [0]
+    guard = RedirectGuard.of(spec, request)
+
+    def on_body(chunk: bytes) -> int | None:
+        size[0] += len(chunk)
+        if size[0] > max_body_bytes:
+            return 0  # abort: CURLE_WRITE_ERROR
+        chunks.append(chunk)
+        return None
+
+    def on_header(line: bytes) -> int | None:
+        return 0 if guard is not None and not guard.allows(line) else None
+
+    signals_before = signals.received_count()
     try:
         configure(handle, spec, request)
-        handle.setopt(pycurl.WRITEDATA, body)
-        handle.perform()
-        return handle.getinfo(pycurl.RESPONSE_CODE), body.getvalue(), 0
-    except pycurl.error as error:
-        return 0, body.getvalue(), error.args[0]
+        handle.setopt(pycurl.WRITEFUNCTION, on_body)
+        handle.setopt(pycurl.HEADERFUNCTION, on_header)
+        multi.add_handle(handle)
+        while True:
+            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            _, ok, failed = multi.info_read()
+            if ok or failed:
+                break
+            stopped = signals.signals_since(signals_before)
+            if stopped:
+                return Fetched(0, b"", f"stopped by {signals.signal_name(stopped[0])}")
+            multi.select(_FETCH_POLL_S)
+        status, body = handle.getinfo(pycurl.RESPONSE_CODE), b"".join(chunks)
+        if not failed:
+            return Fetched(status, body)
+        _, code, message = failed[0]
+        if guard is not None and guard.refused:
+            return Fetched(status, body, guard.note().partition(": ")[2])
+        if size[0] > max_body_bytes:
+            return Fetched(status, b"", f"the body is larger than {max_body_bytes // (1024 * 1024)} MiB")
+        return Fetched(status, body, redact(f"curl error {code}: {message}", spec.secret_values()))
     finally:
+        with contextlib.suppress(pycurl.error):
+            multi.remove_handle(handle)
         handle.close()
+        multi.close()

@@ -6,8 +6,13 @@ run file, or merged), made once by the run summary (`summary.summarize`) for eve
 - achieved vs requested rate of an open-loop run (`OfferedLoad`);
 - the in-flight cap: requests that fell due while every slot was busy waited for it. That is
   the server not keeping up with the rate at that many requests in flight, not the client;
-- client-bound: a worker used more than 90 % of a CPU, or schedule lag p99 was above
-  `pacing.LATE_START_US` (10 ms) on the requests that had a free slot;
+- client-bound, from the client's measured lateness: more than 1 % of a worker's requests had
+  response bytes waiting unread in the kernel for over `pacing.LATE_INPUT_US` (10 ms, the
+  kernel's own clock: curl.MultiDriver); the stamped server's `token_lag` p99 above it (its
+  events reached netbench late: `netbench serve --stamp-events`); schedule lag p99 above
+  `pacing.LATE_START_US` (10 ms) on the requests that had a free slot; or a worker busy more
+  than 90 % of a CPU over a measured span of at least a second (a shorter span, an idle or
+  instant worker, says nothing of its CPU);
 - the per-host view (`HostLoad`): one overloaded host in a spread-out run (the Ray backend).
   A host is flagged client-bound as its workers are: each worker drives its requests from one
   CPU, so one starved worker delays its own requests whatever the others do; the flag follows
@@ -19,12 +24,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netbench.pacing import LATE_START_US
+from netbench.histograms import PhaseStats
+from netbench.pacing import LATE_INPUT_US, LATE_START_US
 from netbench.results import WorkerInfo
 from netbench.serial import rounded
 from netbench.spec import RunSpec
 
 CPU_BOUND_PERCENT = 90.0
+#: a worker's CPU share is judged over at least this measured span: over a few ms the ratio of
+#: two tiny times is noise ("13769 % of a CPU" on a worker that sent one request)
+MIN_CPU_SPAN_S = 1.0
 #: more late starts than this share of the requests that had a free slot: lag p99 > LATE_START_US
 LATE_SHARE = 0.01
 
@@ -73,13 +82,32 @@ def offered_load(spec: RunSpec, counters: Mapping[str, int]) -> OfferedLoad | No
     )
 
 
-def client_bound_reasons(workers: Sequence[WorkerInfo], load: OfferedLoad | None) -> list[str]:
-    """Why the client, not the server, may have limited the run; empty when it did not."""
-    reasons = [
-        f"worker {w.index} on {w.host} used {w.cpu_percent:.0f} % of a CPU (above {CPU_BOUND_PERCENT:.0f} %)"
-        for w in workers
-        if w.cpu_percent > CPU_BOUND_PERCENT
-    ]
+def cpu_bound(worker: WorkerInfo) -> bool:
+    return worker.elapsed_s >= MIN_CPU_SPAN_S and worker.cpu_percent > CPU_BOUND_PERCENT
+
+
+def input_late(worker: WorkerInfo) -> bool:
+    """More than LATE_SHARE of the worker's requests had their input wait unread over LATE_INPUT_US."""
+    return worker.late_input > LATE_SHARE * max(worker.requests, 1)
+
+
+def client_bound_reasons(workers: Sequence[WorkerInfo], load: OfferedLoad | None, token_lag: PhaseStats | None = None) -> list[str]:
+    """Why the client, not the server, may have limited the run; empty when it did not.
+    `token_lag`: the stamped server's events' lag, when it stamps them."""
+    reasons = []
+    for w in workers:
+        if input_late(w):
+            reasons.append(
+                f"worker {w.index} on {w.host} read input late: {w.late_input} of {w.requests} requests had response "
+                f"bytes waiting unread over {LATE_INPUT_US / 1000:g} ms (up to {w.input_lag_max_us / 1000:.0f} ms)"
+            )
+        if cpu_bound(w):
+            reasons.append(f"worker {w.index} on {w.host} used {w.cpu_percent:.0f} % of a CPU (above {CPU_BOUND_PERCENT:.0f} %)")
+    if token_lag is not None and token_lag.p99_us > LATE_INPUT_US:
+        reasons.append(
+            f"token arrival lag p99 {token_lag.p99_us / 1000:.1f} ms (above {LATE_INPUT_US / 1000:g} ms): "
+            "the stamped server's events reached netbench late"
+        )
     if load is not None:
         on_time_candidates = load.sent - load.cap_delayed
         if on_time_candidates and load.late_starts > LATE_SHARE * on_time_candidates:
@@ -112,10 +140,12 @@ class HostLoad:
     requests: int
     #: the host's requests over its own span (first start to last finish of its workers)
     achieved_rps: float = field(metadata=rounded(2))
-    #: CPU time over measured time, over the host's workers (100 = each worker one busy CPU)
+    #: CPU time over measured time, over the host's workers that measured for MIN_CPU_SPAN_S or
+    #: longer (100 = each worker one busy CPU; 0 when none did)
     cpu_percent: float = field(metadata=rounded(1))
-    #: the busiest worker's
+    #: the busiest of those workers'
     max_cpu_percent: float = field(metadata=rounded(1))
+    #: a worker of the host read its input late or was busy beyond CPU_BOUND_PERCENT
     client_bound: bool
 
 
@@ -130,8 +160,8 @@ def host_loads(workers: Sequence[WorkerInfo]) -> list[HostLoad]:
         requests = sum(w.requests for w in mine)
         first_s = min((w.started_at_s for w in measured), default=0.0)
         span_s = max((w.started_at_s + w.elapsed_s - first_s for w in measured), default=0.0)
-        elapsed_s = sum(w.elapsed_s for w in measured)
-        max_cpu = max((w.cpu_percent for w in measured), default=0.0)
+        long_enough = [w for w in measured if w.elapsed_s >= MIN_CPU_SPAN_S]
+        elapsed_s = sum(w.elapsed_s for w in long_enough)
         loads.append(
             HostLoad(
                 host=host,
@@ -139,9 +169,9 @@ def host_loads(workers: Sequence[WorkerInfo]) -> list[HostLoad]:
                 failed_workers=sum(1 for w in mine if w.error),
                 requests=requests,
                 achieved_rps=requests / span_s if span_s > 0 else 0.0,
-                cpu_percent=100.0 * sum(w.cpu_s for w in measured) / elapsed_s if elapsed_s > 0 else 0.0,
-                max_cpu_percent=max_cpu,
-                client_bound=max_cpu > CPU_BOUND_PERCENT,
+                cpu_percent=100.0 * sum(w.cpu_s for w in long_enough) / elapsed_s if elapsed_s > 0 else 0.0,
+                max_cpu_percent=max((w.cpu_percent for w in long_enough), default=0.0),
+                client_bound=any(cpu_bound(w) or input_late(w) for w in mine),
             )
         )
     return loads

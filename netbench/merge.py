@@ -81,14 +81,16 @@ def _differences(results: Sequence[RunResult], labels: Sequence[str]) -> list[st
             ("load", _load_model(first.spec), _load_model(result.spec)),
         )
         out += [f"{what} {a!r} in {first_label} but {b!r} in {label}" for what, a, b in pairs if a != b]
-    seen: dict[tuple[str, int, float], str] = {}
-    for result, label in zip(results, labels):
-        for w in result.workers:
-            key = (w.host, w.pid, w.started_at_s)
-            if key in seen and seen[key] != label:
-                out.append(f"{label} repeats a run already in {seen[key]} (worker {w.host} pid {w.pid})")
+    # By position, not label: `merge a.json a.json` names one file twice. A run is known by its
+    # workers (host, pid, start), or by its own start and span when it has no workers.
+    seen: dict[tuple[str, float, float], int] = {}
+    for i, result in enumerate(results):
+        keys = [(f"worker {w.host} pid {w.pid}", w.started_at_s, float(w.pid)) for w in result.workers]
+        for key in keys or [("its start and span", result.started_at_s, result.elapsed_s)]:
+            if seen.get(key, i) != i:
+                out.append(f"{labels[i]} repeats a run already in {labels[seen[key]]} ({key[0]})")
                 break
-            seen[key] = label
+            seen[key] = i
     return out
 
 

@@ -11,6 +11,10 @@ import numpy as np
 #: client-bound. Fixed, not a share of the inter-arrival period: at high rates 10 % of the
 #: period is below the ~0.3 ms an idle vCPU takes to wake, and would flag every run.
 LATE_START_US = 10_000
+#: response bytes that waited longer than this in the kernel before netbench read them were
+#: held up by the client (curl.MultiDriver measures it); more than 1 % of a worker's requests
+#: held up so flags the run client-bound, as late starts do
+LATE_INPUT_US = 10_000
 
 
 class ClosedLoop:

@@ -1,10 +1,22 @@
-"""`RunResult`, what one run measured, and the versioned run file it is saved to and loaded from."""
+"""`RunResult`, what one run measured, and the versioned run file it is saved to and loaded from.
+
+A run file is checked against its schema as it is read (`from_dict`): every field's type, the
+encoded histograms and record arrays decoded, their layout and lengths. A file that fails is a
+`RunFileError` naming the file and the field (one line, exit code 2), never a traceback later.
+A run file is written whole or not at all (a temporary file renamed over the target).
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import io
 import json
+import math
+import os
+import tempfile
+import typing
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -15,7 +27,9 @@ import numpy as np
 from netbench.histograms import PhaseHistograms, PhaseStats
 from netbench.outcomes import FAILURES, Outcome
 from netbench.phases import EVENT_DTYPE, RECORD_DTYPE, empty_events, empty_records
-from netbench.spec import RunSpec
+from netbench.secrets import redact_url
+from netbench.server_metrics import check_stored
+from netbench.spec import RunSpec, SpecError
 
 #: 2: records by field name with token events beside them (1: older records, no events; read)
 SCHEMA_VERSION = 2
@@ -24,6 +38,14 @@ READABLE_VERSIONS = (1, 2)
 
 class RunFileError(ValueError):
     """A run file that cannot be read: reported as one line, exit code 2."""
+
+
+class _Invalid(ValueError):
+    """A field of a run file that breaks the schema: `field` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"field {field}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -36,10 +58,19 @@ class WorkerInfo:
     elapsed_s: float
     cpu_s: float
     error: str | None = None
+    #: measured requests whose input waited unread in the kernel over curl.LATE_INPUT_US
+    late_input: int = 0
+    #: the longest such wait (µs; 0: none)
+    input_lag_max_us: int = 0
 
     @property
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def run_label(spec: RunSpec) -> str:
+    """A short name unique within a sweep, for file names: `completions-c4`, `chat-c1-r20`."""
+    return f"{spec.mode}-c{spec.concurrency}" + (f"-r{spec.rate:g}" if spec.open_loop else "")
 
 
 @dataclass
@@ -95,9 +126,7 @@ class RunResult:
 
     @property
     def label(self) -> str:
-        """A short name unique within a sweep, for file names: `completions-c4`, `chat-c1-r20`."""
-        spec = self.spec
-        return f"{spec.mode}-c{spec.concurrency}" + (f"-r{spec.rate:g}" if spec.open_loop else "")
+        return run_label(self.spec)
 
     # --- the run file ---
     def to_dict(self, include_records: bool = True) -> dict[str, object]:
@@ -111,7 +140,7 @@ class RunResult:
             "elapsed_s": self.elapsed_s,
             "interrupted": self.interrupted,
             "notes": list(self.notes),
-            "context": dict(self.context),
+            "context": {k: redact_url(v) if k == "url" and isinstance(v, str) else v for k, v in self.context.items()},
             "server_metrics": self.server_metrics,
             "records": _encode_array(self.records) if include_records else None,
             "events": _encode_array(self.events) if include_records else None,
@@ -119,45 +148,219 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> RunResult:
-        version = data.get("schema_version")
-        if version not in READABLE_VERSIONS:
-            raise RunFileError(f"unsupported run file schema_version {version!r} (this netbench reads {READABLE_VERSIONS})")
-        records = _decode_array(data["records"]) if data.get("records") else empty_records(0)  # type: ignore[arg-type]
-        events = _decode_array(data["events"]) if data.get("events") else empty_events()  # type: ignore[arg-type]
-        if version == 1:
-            records = _records_from_v1(records)
-        if records.dtype != RECORD_DTYPE or events.dtype != EVENT_DTYPE or len(events) != records["events_kept"].sum():
-            raise ValueError("the records or their events do not have this netbench's layout")
-        return cls(
-            spec=RunSpec.from_public_dict(data["spec"]),  # type: ignore[arg-type]
-            histograms=PhaseHistograms.decode(data["histograms"]),  # type: ignore[arg-type]
-            counters=Counter(data["counters"]),  # type: ignore[arg-type]
-            records=records,
-            workers=[WorkerInfo(**w) for w in data.get("workers", [])],  # type: ignore[union-attr,arg-type]
-            started_at_s=float(data.get("started_at_s", 0.0)),  # type: ignore[arg-type]
-            elapsed_s=float(data.get("elapsed_s", 0.0)),  # type: ignore[arg-type]
-            interrupted=bool(data.get("interrupted", False)),
-            notes=list(data.get("notes", [])),  # type: ignore[call-overload]
-            context=dict(data.get("context", {})),  # type: ignore[call-overload]
-            server_metrics=data.get("server_metrics"),  # type: ignore[arg-type]
-            events=events,
-        )
+        """A run file's content, checked against the schema (RunFileError naming the field)."""
+        try:
+            return _checked(data)
+        except _Invalid as error:
+            raise RunFileError(str(error)) from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write the run file whole or not at all: a full disk leaves no truncated file."""
+        target = Path(path)
+        text = json.dumps(self.to_dict(), indent=1) + "\n"
+        if target.exists() and not target.is_file():  # /dev/stdout, a pipe: nothing to rename over
+            target.write_text(text)
+            return
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(text)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> RunResult:
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise RunFileError(f"cannot read run file {path}: {error}") from None
         if not isinstance(data, dict):
-            raise RunFileError(f"{path} is not a netbench run file")
+            raise RunFileError(f"{path} is not a netbench run file (not a JSON object)")
         try:
             return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as error:
+        except RunFileError as error:
             raise RunFileError(f"{path} is not a valid netbench run file: {error}") from None
+
+
+# --- the run file's schema --------------------------------------------------------------------
+
+_WORKER_TYPES = typing.get_type_hints(WorkerInfo)
+_SPEC_TYPES = typing.get_type_hints(RunSpec)
+
+
+def _matches(value: object, hint: object) -> bool:
+    """Whether a JSON value fits a type hint of RunSpec or WorkerInfo."""
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool, type(None)):
+        return isinstance(value, hint)  # type: ignore[arg-type]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:  # headers: [[name, value], ...]
+        return isinstance(value, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair) for pair in value
+        )
+    return bool(args) and any(_matches(value, arg) for arg in args)  # X | None
+
+
+#: the last second a date can be written for (9999-12-31): a start beyond is no wall-clock time
+_LAST_TIMESTAMP_S = 253_402_300_799.0
+
+
+def _number(data: dict[str, object], key: str, high: float = math.inf) -> float:
+    value = data.get(key, 0.0)
+    if not _matches(value, float) or not 0 <= value <= high:  # type: ignore[operator]
+        raise _Invalid(key, f"{value!r} is not a finite number from 0 to {high:g}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _list_of(data: dict[str, object], key: str, kind: type) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise _Invalid(key, f"not a list of {kind.__name__}")
+    return value
+
+
+def _object(value: object, key: str) -> dict[str, object]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _Invalid(key, "not an object")
+    return value
+
+
+def _spec(data: dict[str, object]) -> RunSpec:
+    spec = _object(data.get("spec"), "spec")
+    for key, value in spec.items():
+        if key in _SPEC_TYPES and not _matches(value, _SPEC_TYPES[key]):
+            raise _Invalid(f"spec.{key}", f"{value!r} is not of type {_SPEC_TYPES[key]}")
+    try:
+        return RunSpec.from_public_dict(spec)
+    except (SpecError, TypeError, ValueError) as error:
+        raise _Invalid("spec", str(error)) from None
+
+
+def _counters(data: dict[str, object]) -> Counter[str]:
+    counters = _object(data.get("counters", {}), "counters")
+    for key, value in counters.items():
+        if not _matches(value, int) or value < 0:  # type: ignore[operator]
+            raise _Invalid(f"counters.{key}", f"{value!r} is not a whole number >= 0")
+    if counters.get(Outcome.OK.key, 0) > counters.get("requests", 0):  # type: ignore[operator]
+        raise _Invalid("counters.ok", "more requests succeeded than were sent")
+    return Counter(counters)  # type: ignore[arg-type]
+
+
+def _histograms(data: dict[str, object]) -> PhaseHistograms:
+    encoded = _object(data.get("histograms", {}), "histograms")
+    phases = _object(encoded.get("histograms", {}), "histograms.histograms")
+    overflow = _object(encoded.get("overflow", {}), "histograms.overflow")
+    histograms = PhaseHistograms()
+    for name, text in phases.items():
+        if not isinstance(text, str):
+            raise _Invalid(f"histograms.{name}", "not an encoded histogram (a string)")
+        try:
+            histograms.add_encoded({"histograms": {name: text}})
+        except Exception as error:  # noqa: BLE001  (hdrh's decoder raises zlib, base64 and its own errors)
+            raise _Invalid(f"histograms.{name}", f"unreadable ({type(error).__name__}: {str(error)[:120]})") from None
+    for name, count in overflow.items():
+        if not _matches(count, int) or count < 0:  # type: ignore[operator]
+            raise _Invalid(f"histograms.overflow.{name}", f"{count!r} is not a whole number >= 0")
+        try:
+            histograms.add_encoded({"overflow": {name: count}})
+        except ValueError as error:
+            raise _Invalid(f"histograms.overflow.{name}", str(error)) from None
+    return histograms
+
+
+def _array(data: dict[str, object], key: str) -> np.ndarray | None:
+    text = data.get(key)
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise _Invalid(key, "not an encoded array (a string)")
+    try:
+        return _decode_array(text)
+    except Exception as error:  # noqa: BLE001  (base64, zlib and numpy's format reader each raise their own)
+        raise _Invalid(key, f"unreadable ({type(error).__name__})") from None
+
+
+def _records(data: dict[str, object], version: int, requests: int) -> tuple[np.ndarray, np.ndarray]:
+    records = _array(data, "records")
+    events = _array(data, "events")
+    if records is None:
+        records = empty_records(0)
+    elif version == 1:
+        if records.dtype.names is None:
+            raise _Invalid("records", "not a record array")
+        records = _records_from_v1(records)
+    if records.dtype != RECORD_DTYPE or records.ndim != 1:
+        raise _Invalid("records", "not this netbench's record layout")
+    events = empty_events() if events is None else events
+    if events.dtype != EVENT_DTYPE or events.ndim != 1:
+        raise _Invalid("events", "not this netbench's event layout")
+    if len(records) > requests:
+        raise _Invalid("records", f"{len(records)} records of {requests} requests")
+    kept = records["events_kept"]
+    if (kept < 0).any() or len(events) != int(kept.sum()):
+        raise _Invalid("events", f"{len(events)} events where the records keep {int(kept.sum())}")
+    if not np.isin(records["error_class"], [int(o) for o in Outcome]).all():
+        raise _Invalid("records", "an error_class that is no outcome")
+    return records, events
+
+
+def _workers(data: dict[str, object]) -> list[WorkerInfo]:
+    workers = _list_of(data, "workers", dict)
+    names = {f.name for f in dataclasses.fields(WorkerInfo)}
+    required = {f.name for f in dataclasses.fields(WorkerInfo) if f.default is dataclasses.MISSING}
+    out = []
+    for i, worker in enumerate(workers):
+        where = f"workers[{i}]"
+        if not required <= worker.keys() <= names:
+            raise _Invalid(where, f"the keys {sorted(worker)} are not {sorted(names)}")
+        for key, value in worker.items():
+            hint = _WORKER_TYPES[key]
+            high = _LAST_TIMESTAMP_S if key == "started_at_s" else math.inf
+            if not _matches(value, hint) or (hint in (int, float) and not 0 <= value <= high and key != "pid"):
+                raise _Invalid(f"{where}.{key}", f"{value!r} is not of type {hint} (from 0 to {high:g})")
+        out.append(WorkerInfo(**worker))
+    return out
+
+
+def _checked(data: dict[str, object]) -> RunResult:
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise _Invalid("schema_version", f"{version!r} (this netbench reads {READABLE_VERSIONS})")
+    counters = _counters(data)
+    records, events = _records(data, version, counters.get("requests", 0))  # type: ignore[arg-type]
+    interrupted = data.get("interrupted", False)
+    if not isinstance(interrupted, bool):
+        raise _Invalid("interrupted", "not true or false")
+    context = _object(data.get("context", {}), "context")
+    for key in ("url", "libcurl", "stop_signal", "method"):
+        if key in context and not isinstance(context[key], str):
+            raise _Invalid(f"context.{key}", "not a string")
+    server_metrics = data.get("server_metrics")
+    if server_metrics is not None:
+        try:
+            check_stored(server_metrics)
+        except ValueError as error:
+            raise _Invalid(str(error).partition(":")[0], str(error).partition(": ")[2]) from None
+    return RunResult(
+        spec=_spec(data),
+        histograms=_histograms(data),
+        counters=counters,
+        records=records,
+        workers=_workers(data),
+        started_at_s=_number(data, "started_at_s", _LAST_TIMESTAMP_S),
+        elapsed_s=_number(data, "elapsed_s"),
+        interrupted=interrupted,
+        notes=_list_of(data, "notes", str),
+        context=context,
+        server_metrics=server_metrics,  # type: ignore[arg-type]
+        events=events,
+    )
 
 
 def _encode_array(array: np.ndarray) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netbench import signals
 from netbench.backends import backend_for
-from netbench.backends.base import Backend, ProgressCallback
+from netbench.backends.base import Backend, BackendRun, ProgressCallback, stopped_result
 from netbench.curl import curl_version, fetch
 from netbench.histograms import PhaseHistograms
 from netbench.pacing import split_evenly
 from netbench.phases import empty_events, empty_records
 from netbench.results import RunResult, WorkerInfo
+from netbench.secrets import redact, redact_url
 from netbench.server_metrics import Scrape, difference, scrape
 from netbench.spec import RunSpec
 from netbench.worker import WorkerResult, WorkerTask
@@ -40,26 +43,31 @@ def prepare(spec: RunSpec) -> Target:
     notes: list[str] = []
     path = None
     if spec.mode == "health":
-        status, _, curl_error = fetch(spec, build_request(spec, HEALTH_PATH))
-        if status == 404:
+        if fetch(spec, build_request(spec, HEALTH_PATH)).status == 404:
             path = MODELS_PATH
             notes.append("the server has no /health (HTTP 404): measuring GET /v1/models instead")
     if spec.streaming and not spec.model:
-        status, body, curl_error = fetch(spec, build_request(spec.replace(mode="models")))
-        model = _first_model_id(body) if status == 200 else None
+        listed = fetch(spec, build_request(spec.replace(mode="models")))
+        model = _first_model_id(listed.body) if listed.status == 200 else None
         if model:
             spec = spec.replace(model=model)
         else:
-            notes.append(f"could not list models (HTTP {status}, curl error {curl_error}); pass --model")
+            why = listed.error or (f"HTTP {listed.status}" if listed.status != 200 else "no model id in the answer")
+            notes.append(f"could not list models ({why}); pass --model")
     return Target(spec, build_request(spec, path), tuple(notes))
 
 
 def _first_model_id(body: bytes) -> str | None:
+    """The first model id of a /v1/models answer; None for any other body (however nested)."""
     try:
-        models = json.loads(body)["data"]
-        return str(models[0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        model = json.loads(body)["data"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         return None
+    return model if isinstance(model, str) and model.strip() and len(model) <= _MAX_MODEL_ID_CHARS else None
+
+
+#: a longer "model id" is no model id
+_MAX_MODEL_ID_CHARS = 1024
 
 
 def plan(spec: RunSpec, request: Request, cores: int | None = None) -> list[WorkerTask]:
@@ -81,16 +89,29 @@ def run(
     """Measure one run: probe the target, run the workers, merge their results. `clock` is the
     wall clock a run that started no worker is dated by."""
     backend = backend or backend_for(spec.backend, spec.ray_address)
+    signals_before = signals.received_count()
     target = prepare(spec)
     tasks = plan(target.spec, target.request, backend.cores())
     started_at_s = clock()
     # Server-side /metrics: scraped once every worker is warm and after the run, so that the
     # difference holds the measured requests only.
     before: list[Scrape] = []
-    done = backend.run(tasks, on_progress, lambda: before.append(scrape(target.spec)))
+    stopped = signals.signals_since(signals_before)
+    if stopped:  # a Ctrl-C during the probes: no load is sent
+        done = BackendRun([stopped_result(t, socket.gethostname(), os.getpid()) for t in tasks], [], signals.signal_name(stopped[0]))
+    else:
+        done = backend.run(tasks, on_progress, lambda: before.append(scrape(target.spec)))
     result = merge_workers(target.spec, done.results, started_at_s)
     if before:
-        result.server_metrics = difference(before[0], scrape(target.spec))
+        first = before[0]
+        if not first.ok:
+            after = first  # its reason says why
+        elif done.stop_signal is not None:
+            # A stopped run is not kept waiting for a scrape (up to 10 s) that no longer matters.
+            after = Scrape(first.url, error=f"the run was stopped by {done.stop_signal} before the last scrape")
+        else:
+            after = scrape(target.spec)
+        result.server_metrics = difference(first, after)
     result.interrupted = done.stop_signal is not None or any(w.interrupted for w in done.results)
     result.notes = list(target.notes) + done.problems + [f"worker {w.index}: {w.error}" for w in done.results if w.error]
     result.notes += failure_notes(result, done.results)
@@ -98,10 +119,12 @@ def run(
     lost = len(tasks) - len(done.results) + sum(1 for w in done.results if w.error)
     if lost:
         result.counters["workers_failed"] = lost
-    result.context = {"url": target.request.url, "method": target.request.method, "libcurl": curl_version()}
+    result.context = {"url": redact_url(target.request.url), "method": target.request.method, "libcurl": curl_version()}
     if done.stop_signal is not None:
         result.context["stop_signal"] = done.stop_signal
         result.notes.append(f"stopped by {done.stop_signal}: the numbers cover the requests that finished before it")
+    # Notes quote servers, libcurl and exceptions, which may echo what the run sent.
+    result.notes = [redact(note, spec.secret_values()) for note in result.notes]
     return result
 
 
@@ -114,7 +137,11 @@ def merge_workers(spec: RunSpec, worker_results: list[WorkerResult], started_at_
     records = [w.records for w in worker_results if len(w.records)]
     events = [w.events for w in worker_results if len(w.records)]
     infos = [
-        WorkerInfo(w.index, w.host, w.pid, w.counters.get("requests", 0), w.started_at_s, w.elapsed_s, w.cpu_s, w.error)
+        WorkerInfo(
+            w.index, w.host, w.pid, w.counters.get("requests", 0), w.started_at_s, w.elapsed_s, w.cpu_s,
+            None if w.error is None else redact(w.error, spec.secret_values()),
+            late_input=w.counters.get("late_input", 0), input_lag_max_us=w.input_lag_max_us,
+        )
         for w in worker_results
     ]
     return RunResult(

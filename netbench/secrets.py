@@ -9,7 +9,7 @@ server or libcurl produced before it reaches an output.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
 SECRET_HEADERS = frozenset(
@@ -58,6 +58,19 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return REDACTED
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The secret values a URL holds (its password, its secret-looking parameters' values), as
+    written and decoded: what a message quoting the URL would show."""
+    try:
+        parts = urlsplit(url)
+        values = [parts.password] if parts.password else []
+        values += [v for n, v in parse_qsl(parts.query, keep_blank_values=True) if is_secret_param(n)]
+        raw = [v for n, _, v in (p.partition("=") for p in parts.query.split("&")) if is_secret_param(unquote(n))]
+    except ValueError:
+        return ()
+    return tuple(dict.fromkeys(v for v in [*values, *(unquote(v) for v in values), *raw] if v))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

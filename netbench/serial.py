@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 from typing import Any
 
@@ -55,6 +56,12 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no infinity (an open bucket's bound)
     return value
+
+
+def dumps(value: Any) -> str:
+    """`value` as the JSON every output writes: plain, indented, and strict JSON (a NaN or an
+    infinity, which `plain` turns into null, would be a bug: it raises, never reaches a reader)."""
+    return json.dumps(plain(value), indent=2, allow_nan=False)
 
 
 def _key(key: Any) -> str:

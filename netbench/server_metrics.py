@@ -13,7 +13,10 @@ deferred. The run keeps the counters' differences and the gauges' values before 
 `counter_summary` derives the means per token and per request from them. A server without
 `/metrics` is reported as not available, with the reason; nothing is guessed.
 
-The stored form (`RunResult.server_metrics`) is plain JSON: it survives the run file.
+Whatever a server answers (a body of any size or shape, NaN samples, a bucket without `le`),
+a scrape ends as a `Scrape`, usable or "not available (reason)": never an exception. The
+stored form (`RunResult.server_metrics`) is plain JSON: it survives the run file, and
+`check_stored` is its schema when a run file is read back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from netbench.curl import fetch
+from netbench.secrets import redact_url
 from netbench.spec import RunSpec
 from netbench.workloads import Request, api_base, request_headers
 
@@ -60,6 +64,8 @@ class Scrape:
     counters: dict[str, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
     families: int = 0
+    #: families of interest left out, and why (a bucket without `le`, a NaN sample, ...)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -75,43 +81,67 @@ def metrics_url(spec: RunSpec) -> str:
 
 
 def scrape(spec: RunSpec) -> Scrape:
-    """GET /metrics (through curl.fetch, with the run's TLS and auth settings) and parse it."""
+    """GET /metrics (through curl.fetch, with the run's TLS and auth settings) and parse it.
+    The scrape's URL is kept redacted: it goes into the run file."""
     url = metrics_url(spec)
+    shown = redact_url(url)
     probe = spec.replace(timeout_s=min(spec.timeout_s, _SCRAPE_TIMEOUT_S))
-    status, body, curl_error = fetch(probe, Request(url, "GET", request_headers(spec, False), None, False))
-    if curl_error:
-        return Scrape(url, error=f"the scrape failed (curl error {curl_error})")
-    if status != 200:
-        return Scrape(url, error=f"HTTP {status} from {METRICS_PATH}: the server does not expose Prometheus metrics")
-    return parse(url, body.decode("utf-8", errors="replace"))
+    fetched = fetch(probe, Request(url, "GET", request_headers(spec, False), None, False))
+    if fetched.error:
+        return Scrape(shown, error=f"the scrape failed ({fetched.error})")
+    if fetched.status != 200:
+        return Scrape(shown, error=f"HTTP {fetched.status} from {METRICS_PATH}: the server does not expose Prometheus metrics")
+    return parse(shown, fetched.body.decode("utf-8", errors="replace"))
+
+
+class _Unusable(ValueError):
+    """A family of interest that cannot be used as it is (its message says why)."""
 
 
 def parse(url: str, text: str) -> Scrape:
     """Read Prometheus text with prometheus_client's parser; keep the latency histograms."""
     try:
         families = list(text_string_to_metric_families(text))
-    except (ValueError, TypeError, IndexError) as error:
-        return Scrape(url, error=f"{METRICS_PATH} is not Prometheus text ({error})")
+    except Exception as error:  # noqa: BLE001  (a third-party parser of whatever the server sent)
+        return Scrape(url, error=f"{METRICS_PATH} is not Prometheus text ({type(error).__name__}: {str(error)[:200]})")
     if not families:
         return Scrape(url, error=f"{METRICS_PATH} is empty")
     out = Scrape(url, families=len(families))
     for family in families:
-        if family.name.startswith(LLAMA_CPP_PREFIX):
-            _llama_cpp_family(family, out)
-            continue
-        base = _unprefixed(family.name)
-        if base is None:
-            continue
-        if family.type == "histogram":
-            for key, suffix in HISTOGRAMS.items():
-                if base == suffix:
-                    out.histograms[key] = _histogram(family)
-        elif family.type == "counter" and base == _SUCCESS_COUNTER:
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    reason = sample.labels.get("finished_reason", "")
-                    out.successes[reason] = out.successes.get(reason, 0.0) + sample.value
+        try:
+            _keep(family, out)
+        except _Unusable as error:
+            out.skipped.append(f"{family.name}: {error}")
     return out
+
+
+def _keep(family: object, out: Scrape) -> None:
+    """Keep what `out` needs of one family; _Unusable when it is one of interest and unusable."""
+    name, kind = family.name, family.type  # type: ignore[attr-defined]
+    if name.startswith(LLAMA_CPP_PREFIX):
+        _llama_cpp_family(family, out)
+        return
+    base = _unprefixed(name)
+    if base is None:
+        return
+    if kind == "histogram":
+        for key, suffix in HISTOGRAMS.items():
+            if base == suffix:
+                out.histograms[key] = _histogram(family)
+    elif kind == "counter" and base == _SUCCESS_COUNTER:
+        successes: dict[str, float] = {}
+        for sample in family.samples:  # type: ignore[attr-defined]
+            if sample.name.endswith("_total"):
+                reason = str(sample.labels.get("finished_reason", ""))
+                successes[reason] = successes.get(reason, 0.0) + _finite(sample.value)
+        for reason, count in successes.items():
+            out.successes[reason] = out.successes.get(reason, 0.0) + count
+
+
+def _finite(value: object) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Unusable(f"a sample of {value!r} (not a finite number)")
+    return float(value)
 
 
 def _llama_cpp_family(family: object, out: Scrape) -> None:
@@ -140,13 +170,26 @@ def _histogram(family: object) -> tuple[str, dict[float, float], float, float]:
     total_s = count = 0.0
     for sample in family.samples:  # type: ignore[attr-defined]
         if sample.name.endswith("_bucket"):
-            bound = float(sample.labels["le"])
-            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+            bound = _bound(sample.labels.get("le"))
+            buckets[bound] = buckets.get(bound, 0.0) + _finite(sample.value)
         elif sample.name.endswith("_sum"):
-            total_s += sample.value
+            total_s += _finite(sample.value)
         elif sample.name.endswith("_count"):
-            count += sample.value
+            count += _finite(sample.value)
+    if not math.isfinite(total_s + count + sum(buckets.values())):
+        raise _Unusable("its counts overflow")
     return family.name, buckets, total_s, count  # type: ignore[attr-defined]
+
+
+def _bound(text: object) -> float:
+    """A bucket's `le`: a number or +Inf."""
+    try:
+        bound = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _Unusable(f"a bucket whose le is {text!r}") from None
+    if math.isnan(bound) or bound == -math.inf:
+        raise _Unusable(f"a bucket whose le is {text!r}")
+    return bound
 
 
 def difference(before: Scrape, after: Scrape, warmup_included: int = 0) -> dict[str, object]:
@@ -160,6 +203,8 @@ def difference(before: Scrape, after: Scrape, warmup_included: int = 0) -> dict[
         _, buckets_before, sum_before, count_before = before.histograms[key]
         bounds = sorted(buckets_after)
         deltas = [buckets_after[b] - buckets_before.get(b, 0.0) for b in bounds]
+        if not all(math.isfinite(d) for d in [*deltas, count_after - count_before, sum_after - sum_before]):
+            return {"available": False, "url": after.url, "reason": f"{name}'s counts are too large to subtract"}
         if count_after < count_before or any(d < 0 for d in deltas):
             return {"available": False, "url": after.url, "reason": "the server's counters went backwards (a restart during the run)"}
         histograms[key] = {
@@ -169,19 +214,23 @@ def difference(before: Scrape, after: Scrape, warmup_included: int = 0) -> dict[
             "buckets": [[_bound_text(b), int(round(d))] for b, d in zip(bounds, deltas)],
         }
     counters = {name: value - before.counters[name] for name, value in after.counters.items() if name in before.counters}
+    successes = {k: v - before.successes.get(k, 0.0) for k, v in after.successes.items()}
+    if not all(math.isfinite(v) for v in [*counters.values(), *successes.values()]):
+        return {"available": False, "url": after.url, "reason": "the server's counters are too large to subtract"}
     if any(delta < 0 for delta in counters.values()):
         return {"available": False, "url": after.url, "reason": "the server's counters went backwards (a restart during the run)"}
     if not histograms and not counters:
+        skipped = "; ".join(dict.fromkeys(before.skipped + after.skipped))
         return {"available": False, "url": after.url,
-                "reason": f"{METRICS_PATH} has no vLLM-style latency histograms or llama.cpp counters"}  # fmt: skip
-    successes = {k: int(round(v - before.successes.get(k, 0.0))) for k, v in after.successes.items()}
+                "reason": f"{METRICS_PATH} has no vLLM-style latency histograms or llama.cpp counters"
+                + (f" that can be read (left out: {skipped[:300]})" if skipped else "")}  # fmt: skip
     out: dict[str, object] = {
         "available": True,
         "url": after.url,
         "method": INTERPOLATION_NOTE,
         "warmup_included": warmup_included,
         "histograms": histograms,
-        "successes": {k: v for k, v in successes.items() if v},
+        "successes": {k: int(round(v)) for k, v in successes.items() if round(v)},
     }
     if counters:
         # counts are whole numbers; the *_seconds_total counters keep their fraction
@@ -331,3 +380,55 @@ def _per_bucket(buckets: list[tuple[float, float]]) -> list[tuple[float, float]]
         out.append((bound, cumulative - previous))
         previous = cumulative
     return out
+
+
+def check_stored(stored: object) -> None:
+    """The schema of `difference`'s output as a run file holds it: ValueError naming the field
+    (`server_metrics.histograms.ttft.count: ...`) when a reader of it could not use it."""
+
+    def fail(where: str, problem: str) -> None:
+        raise ValueError(f"server_metrics{where}: {problem}")
+
+    def number(value: object, where: str, whole: bool = False) -> None:
+        kinds = int if whole else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            fail(where, f"{value!r} is not a finite {'integer' if whole else 'number'}")
+
+    def mapping(value: object, where: str) -> dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            fail(where, "not an object")
+        return value  # type: ignore[return-value]
+
+    data = mapping(stored, "")
+    if not isinstance(data.get("available"), bool):
+        fail(".available", "not true or false")
+    for key in ("url", "reason", "method"):
+        if key in data and not isinstance(data[key], str | None):
+            fail(f".{key}", "not a string")
+    if not data["available"]:
+        return
+    for key, h in mapping(data.get("histograms", {}), ".histograms").items():
+        where = f".histograms.{key}"
+        h = mapping(h, where)
+        if not isinstance(h.get("metric"), str):
+            fail(f"{where}.metric", "not a string")
+        number(h.get("count"), f"{where}.count", whole=True)
+        number(h.get("sum_s"), f"{where}.sum_s")
+        buckets = h.get("buckets")
+        if not isinstance(buckets, list):
+            fail(f"{where}.buckets", "not a list")
+        for bucket in buckets:  # type: ignore[union-attr]
+            if not isinstance(bucket, list) or len(bucket) != 2:
+                fail(f"{where}.buckets", f"{bucket!r} is not a [bound, count] pair")
+            bound, count = bucket
+            if bound != "+Inf":
+                number(bound, f"{where}.buckets")
+            number(count, f"{where}.buckets", whole=True)
+    for key, value in mapping(data.get("successes", {}), ".successes").items():
+        number(value, f".successes.{key}", whole=True)
+    for key, value in mapping(data.get("counters", {}), ".counters").items():
+        number(value, f".counters.{key}")
+    for key, gauge in mapping(data.get("gauges", {}), ".gauges").items():
+        for side, value in mapping(gauge, f".gauges.{key}").items():
+            if value is not None:
+                number(value, f".gauges.{key}.{side}")

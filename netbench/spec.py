@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from netbench.secrets import REDACTED, is_secret_header, redact_url
+from netbench.secrets import REDACTED, is_secret_header, redact_url, url_secrets
 
 MODES = ("health", "models", "completions", "chat", "get")
 STREAMING_MODES = ("completions", "chat")
@@ -96,9 +96,10 @@ class RunSpec:
         return out
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret this run sends (the API key, secret headers' values and their tokens),
-        for redacting text that may echo them."""
+        """Every secret this run sends (the API key, the URL's password and secret parameters,
+        secret headers' values and their tokens), for redacting text that may echo them."""
         values = [self.api_key] if self.api_key else []
+        values += url_secrets(self.url)
         for name, value in self.headers:
             if is_secret_header(name):
                 values += [value, value.partition(" ")[2]]

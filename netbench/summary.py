@@ -22,6 +22,7 @@ from netbench.load_check import HostLoad, OfferedLoad, client_bound_reasons, hos
 from netbench.outcomes import Outcome
 from netbench.phases import PHASES, Phase, derive, select
 from netbench.results import RunResult
+from netbench.secrets import redact_url
 from netbench.serial import NOT_SERIALISED, rounded
 from netbench.spec import RunSpec
 from netbench.split import Split, split
@@ -108,7 +109,7 @@ def summarize(result: RunResult) -> RunSummary:
     phases = {p.name: result.histograms.stats(p.name) if applies(p, spec) else None for p in PHASES}
     e2e = phases["e2e"]
     load = offered_load(spec, counters)
-    reasons = client_bound_reasons(result.workers, load)
+    reasons = client_bound_reasons(result.workers, load, phases["token_lag"])
     libcurl = result.context.get("libcurl")
     stop_signal = result.context.get("stop_signal")
     return RunSummary(
@@ -117,7 +118,7 @@ def summarize(result: RunResult) -> RunSummary:
         n=result.requests,
         median_wall_s=None if e2e is None else e2e.p50_us / 1e6,
         p95_wall_s=None if e2e is None else e2e.p95_us / 1e6,
-        url=str(result.context.get("url", spec.url)),
+        url=redact_url(str(result.context.get("url", spec.url))),  # run files of older netbench kept it whole
         model=spec.model,
         rate=spec.rate,
         requests=result.requests,

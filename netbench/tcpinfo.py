@@ -4,7 +4,8 @@
 an object and a close) cost more than the rest of a request's bookkeeping, while a view made
 once leaves one getsockopt per read. A view never closes its descriptor (libcurl owns it);
 `release` detaches them all. `TcpSample` is one reading: the RTT estimates, the counters that
-move while a request runs (retransmissions, bytes received) and the connection's state.
+move while a request runs (retransmissions, bytes received), how long ago data last arrived
+(the client's input lag, `curl._Connections.check_input`) and the connection's state.
 Where the platform has no TCP_INFO every reading is None.
 """
 
@@ -34,6 +35,8 @@ class TcpSample(NamedTuple):
     bytes_received: int
     #: segments received out of order (a segment before them was lost or late); -1 before 5.4
     ooo_packets: int
+    #: ms since the last data segment arrived (the kernel's jiffies: 1-4 ms resolution)
+    last_data_recv_ms: int = -1
 
     @property
     def peer_closed(self) -> bool:
@@ -46,6 +49,7 @@ def parse(info: bytes) -> TcpSample | None:
         return None
     (state,) = struct.unpack_from("B", info, 0)
     (rto_us,) = struct.unpack_from("I", info, 8)
+    (last_data_recv_ms,) = struct.unpack_from("I", info, 52)
     rtt_us, rttvar_us = struct.unpack_from("II", info, 68)
     (total_retrans,) = struct.unpack_from("I", info, 100)
     bytes_received = min_rtt_us = ooo_packets = -1
@@ -55,7 +59,7 @@ def parse(info: bytes) -> TcpSample | None:
         (min_rtt_us,) = struct.unpack_from("I", info, 148)
     if len(info) >= 228:
         (ooo_packets,) = struct.unpack_from("I", info, 224)
-    return TcpSample(state, rto_us, rtt_us, rttvar_us, min_rtt_us, total_retrans, bytes_received, ooo_packets)
+    return TcpSample(state, rto_us, rtt_us, rttvar_us, min_rtt_us, total_retrans, bytes_received, ooo_packets, last_data_recv_ms)
 
 
 class TcpSockets:

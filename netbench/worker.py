@@ -72,7 +72,10 @@ class WorkerResult:
     #: wall-clock time of the first measured send, and the measured span
     started_at_s: float = 0.0
     elapsed_s: float = 0.0
+    #: CPU time over the measured span (elapsed_s) alone
     cpu_s: float = 0.0
+    #: the longest a measured request's input waited unread in the kernel (µs; 0: none late)
+    input_lag_max_us: int = 0
     interrupted: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -217,7 +220,6 @@ def _drive(
 def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> WorkerResult:
     """Perform this worker's share of a run and return what it measured."""
     spec = task.spec
-    cpu_start_s = time.process_time()
     recorder = Recorder(task.index, spec.open_loop, _records_share(spec, task), spec.seed)
     result = WorkerResult(task.index, socket.gethostname(), os.getpid(), {}, {}, recorder.records()[0])
 
@@ -240,14 +242,18 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
             cpu_start_s = time.process_time()
             result.interrupted = _drive(driver, schedule, recorder.on_done, origin_ns, True, tick)
             result.elapsed_s = (monotonic_ns() - origin_ns) / 1e9
+            # over the same span as elapsed_s: closing the handles is no part of the run
+            result.cpu_s = time.process_time() - cpu_start_s
             recorder.counters.update(schedule.counters())
     except Exception as error:  # a worker reports its failure with what it measured
         result.error = f"{type(error).__name__}: {error}"
     finally:
         result.failure_notes = dict(driver.failure_notes)
         recorder.counters.update(driver.tallies)
+        if driver.late_input:
+            recorder.counters["late_input"] += driver.late_input
+        result.input_lag_max_us = driver.input_lag_max_us
         driver.close()
-    result.cpu_s = time.process_time() - cpu_start_s
     recorder.flush()
     if control is not None:
         control.report_progress(task.index, recorder.completed)

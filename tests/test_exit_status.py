@@ -53,4 +53,4 @@ def test_the_readme_lists_every_code_and_the_same_precedence():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     assert sorted(int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)) == sorted(s.value for s in S)
-    assert "the first in this order wins: 130/143, 1, 3" in section
+    assert "the first in this order wins: 130/143, 1, 4, 3" in section

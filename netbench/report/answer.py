@@ -4,20 +4,18 @@ tables plus the answer in words)."""
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Console
 
 from netbench.analysis import Analysis
 from netbench.report.markdown import rule_of_thumb_text, significance_section, ttft_section
 from netbench.report.table import print_report
-from netbench.serial import plain
+from netbench.serial import dumps, plain
 
 
 def render_json(analysis: Analysis) -> str:
     answer = plain(analysis)
     answer["rule_of_thumb"]["text"] = rule_of_thumb_text(analysis.rule_of_thumb)
-    return json.dumps({"runs": plain(list(analysis.runs)), "analysis": answer}, indent=2)
+    return dumps({"runs": list(analysis.runs), "analysis": answer})
 
 
 def render_text(analysis: Analysis, console: Console) -> None:

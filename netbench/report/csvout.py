@@ -95,7 +95,6 @@ def append_rows(path: str | Path, summaries: Sequence[RunSummary]) -> None:
     """Append one row per run; the header is written when the file is new. Atomic under
     concurrent writers: the whole append happens under an exclusive lock, as one write."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     rows = [csv_row(s) for s in summaries]  # built before the lock: other writers wait less
     with open(target, "a+", newline="") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -14,13 +15,16 @@ _US_PER_MS = 1000.0
 _STDDEV = re.compile(rb"(StdDeviation\s+= )\s*[0-9.]+")
 
 
-def write_hgrm(results: list[RunResult], phase: str, path: str | Path) -> None:
+def hgrm_paths(path: str | Path, labels: Sequence[str]) -> list[Path]:
     """One run: `path`. A sweep: one file per run, named `<stem>-<run label><suffix>`."""
     target = Path(path)
-    for result in results:
-        out = target
-        if len(results) > 1:
-            out = target.with_name(f"{target.stem}-{result.label}{target.suffix}")
+    if len(labels) == 1:
+        return [target]
+    return [target.with_name(f"{target.stem}-{label}{target.suffix}") for label in labels]
+
+
+def write_hgrm(results: list[RunResult], phase: str, path: str | Path) -> None:
+    for result, out in zip(results, hgrm_paths(path, [r.label for r in results])):
         out.write_bytes(hgrm_bytes(result.histograms.histograms[phase]))
 
 

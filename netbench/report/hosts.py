@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from netbench.load_check import CPU_BOUND_PERCENT, HostLoad
+from netbench.load_check import HostLoad
 from netbench.summary import RunSummary
 
 
@@ -20,11 +21,11 @@ def hosts_table(loads: tuple[HostLoad, ...]) -> Table:
     for load in loads:
         flags = []
         if load.client_bound:
-            flags.append(f"CLIENT-BOUND (> {CPU_BOUND_PERCENT:.0f} % of a CPU)")
+            flags.append("CLIENT-BOUND (see the notes)")
         if load.failed_workers:
             flags.append(f"{load.failed_workers} worker(s) failed")
         table.add_row(
-            load.host,
+            Text(load.host),  # any text: never rich markup
             str(load.workers),
             str(load.requests),
             f"{load.achieved_rps:.1f}",

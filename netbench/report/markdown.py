@@ -373,7 +373,8 @@ def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -
     urls = ", ".join(dict.fromkeys(s.url for s in runs))
     started = min((s.started_at_s for s in runs), default=0.0)
     when = datetime.fromtimestamp(started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    libcurl = ", ".join(dict.fromkeys(s.libcurl.split(" ")[1] for s in runs if s.libcurl))
+    # pycurl's version string: "PycURL/7.45 libcurl/8.5 ..." (the second word), whatever a run file holds
+    libcurl = ", ".join(dict.fromkeys((s.libcurl.split() + [""])[1] or s.libcurl for s in runs if s.libcurl and s.libcurl.strip()))
     lines = [
         f"# {TITLE}",
         "",

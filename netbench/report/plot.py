@@ -75,7 +75,7 @@ def write_plots(bars: PhaseBars, cdfs: Sequence[Cdf], folder: str | Path) -> lis
     """Write the PNGs into `folder` (a CDF only when some run has the phase); return
     (caption, path) of each one written."""
     target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(exist_ok=True)  # its parent was checked (outputs.check_folder)
     phases_figure(bars).savefig(target / PHASES_PNG)
     written = [("Phases stacked per mode and concurrency (p50)", target / PHASES_PNG)]
     for cdf in cdfs:

@@ -15,7 +15,6 @@ _OUTCOME_FIELD = RECORD_DTYPE.names.index("error_class")
 
 def write_raw_csv(results: list[RunResult], path: str | Path) -> None:
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from netbench.phases import PHASE_BY_NAME, PHASES, Phase
 from netbench.report.hosts import print_hosts
@@ -22,7 +23,7 @@ def breakdown_table(s: RunSummary) -> Table:
         title += " · INTERRUPTED"
     if s.client_bound:
         title += " · CLIENT-BOUND"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")  # a URL or a model id is any text, never markup
     table.add_column("phase")
     for column in ("count", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="right")

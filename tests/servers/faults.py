@@ -23,6 +23,9 @@ so one run mixes exact faults with successes: `openai_url(fault, every=K)`.
 Redirects (unprefixed): `/redirect-self` -> `http://127.0.0.1:PORT/echo` (the same host),
 `/redirect-localhost` -> `http://localhost:PORT/echo` (the same server under another host name);
 `/echo` answers 200. The headers of every request are kept per path (`headers_seen`).
+`answer(path, status, body)` makes a path answer exactly that (a hostile /metrics or
+/v1/models body, an error that quotes a secret); with `stall_after=K` it answers so K times,
+then stalls (the head never comes) for STALL_S.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ class FaultServer:
         self._requests: collections.Counter[str] = collections.Counter()
         self._headers: collections.defaultdict[str, list[dict[str, str]]] = collections.defaultdict(list)
         self._connections = 0
+        #: path -> (status, content type, body, answers before it stalls or None)
+        self._answers: dict[str, tuple[int, str, bytes, int | None]] = {}
         self.port = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -225,6 +230,13 @@ class FaultServer:
         with self._lock:
             return self._connections
 
+    def answer(self, path: str, status: int = 200, body: bytes = b"", content_type: str = "text/plain",
+               stall_after: int | None = None) -> None:
+        """From now on `path` (without its query) answers `status` with `body`; after
+        `stall_after` such answers (counted from the path's first request) it stalls instead."""
+        with self._lock:
+            self._answers[path] = (status, content_type, body, stall_after)
+
     def reset_counts(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -288,7 +300,19 @@ class FaultServer:
     async def _respond(self, request: Request, writer: asyncio.StreamWriter, ordinal: int) -> None:
         fault, every, rest = split_prefix(request.path, FAULTS)
         keep = request.keep_alive
-        if fault is None and rest in REDIRECTS:
+        with self._lock:
+            answer = self._answers.get(request.path)
+        if answer is not None and answer[3] is not None and ordinal > answer[3]:
+            await asyncio.sleep(STALL_S)
+            raise _Reset
+        if answer is not None:
+            status, content_type, body, _ = answer
+            writer.write(status_head(status, [("content-type", content_type), ("content-length", str(len(body))),
+                                              ("connection", "keep-alive" if keep else "close")]))
+            for start in range(0, len(body), 1 << 20):
+                writer.write(body[start : start + (1 << 20)])
+                await writer.drain()
+        elif fault is None and rest in REDIRECTS:
             location = f"http://{REDIRECTS[rest]}:{self.port}/echo"
             writer.write(status_head(302, [("location", location), ("content-length", "0")]))
         elif fault is None and rest == "/echo":

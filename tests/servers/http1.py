@@ -13,7 +13,7 @@ import time
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
-REASONS = {100: "Continue", 103: "Early Hints", 200: "OK", 302: "Found", 400: "Bad Request",
+REASONS = {100: "Continue", 103: "Early Hints", 200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized",
            404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 MAX_HEADER_BYTES = 64 * 1024
 
