@@ -20,6 +20,7 @@ from typing import TextIO
 
 from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
 from netbench.compare import compare_runs
+from netbench.datasets import load_dataset
 from netbench.errors import InputError
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
@@ -113,11 +114,7 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
     from netbench.report.sweep_table import print_sweep
 
     slos = [parse_slo(text) for text in outputs.slos]  # bad gates fail before any load is sent
-    for phase, _ in outputs.hgrm:
-        if phase not in PHASE_NAMES:
-            raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
-    if outputs.csv_path:
-        csvout.check_columns(outputs.csv_path)
+    specs = _check_outputs(specs, outputs)
     runs: list[Run] = []
     for spec in specs:
         label = f"{spec.mode} c={spec.concurrency}"
@@ -133,15 +130,7 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
         print_sweep(summaries, console(env.stdout))
     if outputs.as_json:
         print(jsonout.render_json(summaries), file=env.stdout)
-    if outputs.csv_path:
-        csvout.append_rows(outputs.csv_path, summaries)
-    if outputs.output_path:
-        _save_run_files([r.result for r in runs], outputs.output_path)
-    results = [r.result for r in runs]
-    if outputs.raw_path:
-        raw.write_raw_csv(results, outputs.raw_path)
-    for phase, path in outputs.hgrm:
-        hgrm.write_hgrm(results, phase, path)
+    _write_files(runs, outputs)
     gates = evaluate(slos, summaries)
     for line in gate_lines(gates):
         print(line, file=env.stderr if outputs.as_json else env.stdout)
@@ -154,6 +143,32 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
         runs=tuple(runs),
         gates=tuple(gates),
     )
+
+
+def _check_outputs(specs: Sequence[RunSpec], outputs: Outputs) -> list[RunSpec]:
+    """Bad gates, --hgrm phases, CSV files and data sets fail before any load is sent; the
+    specs returned count goodput against the gates."""
+    for path in dict.fromkeys(spec.dataset for spec in specs if spec.dataset):
+        load_dataset(path)
+    for phase, _ in outputs.hgrm:
+        if phase not in PHASE_NAMES:
+            raise InputError("hgrm", phase, f"choose one of {', '.join(PHASE_NAMES)}")
+    if outputs.csv_path:
+        csvout.check_columns(outputs.csv_path)
+    return [spec.replace(goodput=outputs.slos) for spec in specs]
+
+
+def _write_files(runs: Sequence[Run], outputs: Outputs) -> None:
+    """The CSV rows, run files, raw records and .hgrm spectra the outputs ask for."""
+    if outputs.csv_path:
+        csvout.append_rows(outputs.csv_path, [r.summary for r in runs])
+    results = [r.result for r in runs]
+    if outputs.output_path:
+        _save_run_files(results, outputs.output_path)
+    if outputs.raw_path:
+        raw.write_raw_csv(results, outputs.raw_path)
+    for phase, path in outputs.hgrm:
+        hgrm.write_hgrm(results, phase, path)
 
 
 def _save_run_files(results: Sequence[RunResult], path: str) -> None:
@@ -263,3 +278,4 @@ def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed
     else:
         print_comparison(comparison, console(env.stdout))
     return CommandResult()
+

@@ -25,6 +25,7 @@ from netbench.results import RunResult
 from netbench.serial import NOT_SERIALISED, rounded
 from netbench.spec import RunSpec
 from netbench.split import Split, split
+from netbench.throughput import Throughput, Tokens, throughput, tokens
 
 #: the original exercise's summary keys, first in the JSON and the CSV, in this order
 HEADLINE_KEYS = ("mode", "concurrency", "n", "median_wall_s", "p95_wall_s")
@@ -56,6 +57,10 @@ class RunSummary:
     connections: Connections
     tokens_per_request: float | None
     achieved_rps: float = field(metadata=rounded(2))
+    #: requests, tokens and goodput per second (throughput.py)
+    throughput: Throughput
+    #: prompt and output tokens counted against those asked for; None for runs that are no streams
+    tokens: Tokens | None
     #: open loop: requested vs sent rate, the in-flight cap; None in closed loop
     open_loop: OfferedLoad | None
     client_bound: bool
@@ -122,6 +127,8 @@ def summarize(result: RunResult) -> RunSummary:
         connections=Connections(counters.get("connections_new", 0), counters.get("connections_reused", 0)),
         tokens_per_request=result.tokens_per_request,
         achieved_rps=result.achieved_rps,
+        throughput=throughput(counters, result.ok, result.requests, result.elapsed_s, spec.streaming, phases["tpot"]),
+        tokens=tokens(counters, result.ok, spec.streaming),
         open_loop=load,
         client_bound=bool(reasons),
         client_bound_reasons=tuple(reasons),

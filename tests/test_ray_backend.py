@@ -56,7 +56,7 @@ BACKEND = ray_backend.RayBackend(None)  # joins the module's instance (already i
 
 def _tasks(spec: RunSpec):
     target = prepare(spec)
-    return target, plan(target.spec, target.request, BACKEND.cores())
+    return target, plan(target.spec, target.source, BACKEND.cores())
 
 
 def _when_measuring(action) -> object:

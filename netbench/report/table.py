@@ -9,6 +9,7 @@ from netbench.phases import PHASE_BY_NAME, PHASES, Phase
 from netbench.report.hosts import print_hosts
 from netbench.report.server_counters import counters_line
 from netbench.report.units import ms, ms_signed
+from netbench.report.workload import throughput_lines, token_lines
 from netbench.summary import RunSummary, describe_load
 
 #: rows that split the latency into network and server parts, shown under a rule
@@ -58,8 +59,7 @@ def footer_lines(s: RunSummary) -> list[str]:
             f"rate: requested {load.requested_rps:g}/s ({load.arrival}), scheduled {scheduled}, sent {sent}; "
             f"at most {load.max_in_flight} in flight; ttfb/ttft/e2e from the intended send time"
         )
-    if s.tokens_per_request is not None:
-        lines.append(f"tokens per request: {s.tokens_per_request:.1f}")
+    lines += token_lines(s) + throughput_lines(s)
     if s.requests and s.ok == 0:
         lines.append("every request failed: the target did not serve this run")
     if s.clamped_marks:
