@@ -13,6 +13,7 @@ import click
 from netbench import core
 from netbench.core import Env, ExitStatus
 from netbench.errors import InputError, MergeRefused
+from netbench.capacity import Search
 from netbench.prompts import prompt_text
 from netbench.spec import ARRIVALS, BACKENDS, MODES, STREAMING_MODES, RunSpec, api_key_from_env, parse_duration_s, parse_header
 
@@ -28,6 +29,7 @@ FLAGS = {
     "dataset": "--dataset",
     "input_tokens": "--input-tokens",
 }
+_SEARCH = Search()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not dataclasses.MISSING}
 
 
@@ -203,6 +205,27 @@ def _length_list(text: str | None) -> list[str | None]:
     if not lengths:
         raise click.BadParameter("an empty list: use e.g. 16,256,2048", param_hint="--input-tokens")
     return list(dict.fromkeys(lengths))
+
+
+@main.command()
+@click.option("--mode", default="completions", show_default=True, help=f"One of {', '.join(MODES)}.")
+@click.option("--resolution", type=click.FloatRange(0.001, 1.0), default=_SEARCH.resolution, show_default=True,
+              help="Stop when the passing and failing rates lie within this share of each other.")
+@click.option("--max-steps", type=click.IntRange(1), default=_SEARCH.max_steps, show_default=True, help="Open-loop rate steps at most.")
+@click.option("--max-time", "max_time", default="10m", show_default=True, help="Stop before a step would end after this (e.g. 10m).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the rate/latency curve as a PNG.")
+@_load_options
+def capacity(mode: str, resolution: float, max_steps: int, max_time: str, plot_path: str | None, **options: Any) -> core.CommandResult:
+    """Find the highest request rate that meets every --slo gate: a synchronous and a saturating
+    run, then open-loop rates aimed at the gates, each step --duration long (default 10s)."""
+    outputs = _outputs(options)
+    if options["rate"] is not None:
+        raise click.BadParameter("capacity chooses the rates itself", param_hint="--rate")
+    step_s = parse_duration_s(options.pop("duration") or "10s")
+    options["duration"] = None
+    spec = _spec(mode, 1, **options)
+    bounds = Search(resolution, max_steps, parse_duration_s(max_time), spec.max_concurrency or _SEARCH.max_concurrency, step_s)
+    return core.capacity(spec, bounds, outputs, _env(), plot_path)
 
 
 # --- serve: the built-in simulated server ---

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
+from netbench.capacity import CapacityResult, Limit, Probe, Search, Step, StepKind, capacity_curve, search, step_of
 from netbench.compare import compare_runs
 from netbench.datasets import load_dataset
 from netbench.errors import InputError
@@ -279,3 +280,58 @@ def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed
         print_comparison(comparison, console(env.stdout))
     return CommandResult()
 
+
+# --- capacity: the highest rate that meets the gates ----------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityFound(CommandResult):
+    found: CapacityResult | None = None
+    runs: tuple[Run, ...] = ()
+
+
+def capacity(spec: RunSpec, bounds: Search, outputs: Outputs, env: Env, plot_path: str | None = None) -> CapacityFound:
+    """Search the rate (`netbench.capacity`), each step one run of `spec` for `bounds.step_s`;
+    render the steps and the answer, write the outputs and the plot."""
+    from netbench.report.capacity_table import capacity_lines, print_capacity
+
+    if not outputs.slos:
+        raise InputError("slo", "", "capacity needs at least one gate, e.g. --slo 'ttft.p95<500ms'")
+    slos = [parse_slo(text) for text in outputs.slos]
+    [base] = _check_outputs([spec.replace(duration_s=bounds.step_s)], outputs)
+    runs: list[Run] = []
+
+    def measure(probe: Probe) -> Step:
+        if probe.kind is StepKind.RATE:
+            step_spec = base.replace(rate=probe.rate_rps, max_concurrency=probe.concurrency)
+            label = f"capacity: {probe.rate_rps:.4g}/s"
+        else:
+            step_spec = base.replace(rate=None, concurrency=probe.concurrency)
+            label = f"capacity: {probe.kind.value} c={probe.concurrency}"
+        with progress_bar(env.stderr, outputs.progress, label) as on_progress:
+            result = run(step_spec, on_progress, clock=env.clock)
+        runs.append(Run.of(result))
+        step = step_of(probe, runs[-1], slos, outputs.max_error_rate)
+        print(capacity_lines([step])[-1], file=env.stderr)
+        return step
+
+    found = search(measure, bounds, outputs.slos)
+    if outputs.as_json:
+        print(json.dumps(plain(found), indent=2), file=env.stdout)
+    else:
+        print_capacity(found, console(env.stdout))
+    _write_files(runs, outputs)
+    if plot_path is not None:
+        from netbench.report.plot import write_capacity_plot
+
+        write_capacity_plot(capacity_curve(found), plot_path)
+        print(f"netbench: wrote {plot_path}", file=env.stderr)
+    summaries = [r.summary for r in runs]
+    return CapacityFound(
+        stop_signal=next((s.stop_signal for s in summaries if s.stop_signal), None),
+        interrupted=found.limit is Limit.INTERRUPTED,
+        failed=bool(summaries) and summaries[0].ok == 0,
+        gates_failed=found.rate_rps is None,
+        found=found,
+        runs=tuple(runs),
+    )

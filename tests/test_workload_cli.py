@@ -1,4 +1,4 @@
-"""The workload flags on the command line, in process: short flags, bad lengths,
+"""The workload and capacity flags on the command line, in process: short flags, bad lengths,
 files and combinations fail before any load with one line naming the flag (exit 2)."""
 
 from __future__ import annotations
@@ -45,6 +45,15 @@ def test_a_bad_dataset_fails_a_sweep_before_its_first_run(tmp_path):
     result = invoke("sweep", "--url", URL, "--mode", "health,completions", "--dataset", str(bad))
     assert result.code == 2 and "record 2: no 'conversations', 'messages' or 'prompt'" in result.stderr
     assert result.stdout == ""  # not even the health runs ran
+
+
+def test_capacity_needs_a_gate_and_chooses_its_own_rates():
+    no_gate = invoke("capacity", "--url", URL)
+    assert no_gate.code == 2 and "capacity needs at least one gate" in no_gate.stderr
+    with_rate = invoke("capacity", "--url", URL, "--slo", "ttft.p95<1s", "--rate", "5")
+    assert with_rate.code == 2 and "capacity chooses the rates itself" in with_rate.stderr
+    bad_gate = invoke("capacity", "--url", URL, "--slo", "ttft<1s")
+    assert bad_gate.code == 2 and "--slo" in bad_gate.stderr
 
 
 def test_an_empty_sweep_of_lengths_is_refused():

@@ -16,6 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netbench.sim import tokens as sim_tokens
+from netbench.sim.capacity import capacity as sim_capacity
+from netbench.sim.config import SimConfig
 from tests.cli import netbench
 from tests.servers.sim import start_sim_server
 
@@ -167,3 +169,27 @@ def test_a_closed_loop_runs_for_its_duration(eos_url):
     assert summary["n"] == summary["ok"] == delta(before, after, "vllm:request_prompt_tokens_count") > 10
     assert summary["elapsed_s"] >= 1.0
 
+
+def test_capacity_finds_the_knee_within_one_step(tmp_path):
+    """A slow server (20 ms steps, 4 seats): 17.7 requests/s of 20 prompt and 10 output tokens.
+    Constant arrivals: below capacity no request waits for a seat, above it the queue (and TTFT
+    from the intended send time) grows 10 % of the step's length for every 10 % over."""
+    config = SimConfig(step_ms=20, prefill_token_ms=0.1, decode_token_ms=0.5, max_num_seqs=4)
+    configured = sim_capacity(config, 20, 10).requests_per_s
+    resolution = 0.1
+    args = ("--step-ms", "20", "--prefill-token-ms", "0.1", "--decode-token-ms", "0.5", "--max-num-seqs", "4")
+    plot = tmp_path / "capacity.png"
+    with start_sim_server(*args) as url:
+        result = netbench("capacity", "--url", url, "--input-tokens", "20", "--output-tokens", "10", "--slo", "ttft.p95<200ms",
+                          "--duration", "4s", "--arrival", "constant", "--max-concurrency", "16", "--resolution", str(resolution),
+                          "--max-steps", "8", "--json", "--no-progress", "--plot", str(plot), timeout_s=400)  # fmt: skip
+    assert result.code == 0, result.stderr
+    found = result.json()
+    assert found["limit"] == "resolved"
+    step = resolution * configured
+    assert configured - step <= found["rate_rps"] <= configured + step
+    assert found["failed_rps"] > configured - step and found["failed_rps"] - found["rate_rps"] <= resolution * found["failed_rps"] + 1e-9
+    assert abs(found["saturated_rps"] - configured) <= step  # the throughput step: the server's own capacity
+    kinds = [s["kind"] for s in found["steps"]]
+    assert kinds[:2] == ["synchronous", "throughput"] and set(kinds[2:]) == {"rate"}
+    assert plot.stat().st_size > 10_000
