@@ -25,6 +25,7 @@ from netbench.datasets import load_dataset
 from netbench.errors import InputError
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
+from netbench.prompt_lengths import prompt_lengths
 from netbench.report import csvout, hgrm, jsonout, raw
 from netbench.report.gates import gate_lines
 from netbench.report.progress import progress_bar
@@ -229,17 +230,18 @@ def report(
         text = csvout.render_csv([r.summary for r in runs])
     else:
         analysis = analyse(runs, reference, seed=seed)
+        lengths = prompt_lengths(runs, analysis.ttft_vs_http)
         if fmt == "table":
             _render_table(analysis, env, output_path)
             return CommandResult()
         if fmt == "md":
             from netbench.report.markdown import render_markdown
 
-            text = render_markdown(analysis, links)
+            text = render_markdown(analysis, links, lengths)
         else:
             from netbench.report.answer import render_json
 
-            text = render_json(analysis) + "\n"
+            text = render_json(analysis, lengths) + "\n"
     if output_path is None:
         env.stdout.write(text)
     else:

@@ -1,6 +1,6 @@
 """What a run delivered (throughput.py), goodput counted per request in the worker (slo.py,
-worker.Recorder), the closed loop for a duration (pacing.py), and run files of schema 2 read
-into today's records."""
+worker.Recorder), the closed loop for a duration (pacing.py), the answer per prompt length
+(prompt_lengths.py and its words), and run files of schema 2 read into today's records."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from netbench.analysis import Verdict, analyse
 from netbench.outcomes import Outcome
 from netbench.pacing import ClosedLoop
 from netbench.phases import RECORD_DTYPE, Record, empty_records
+from netbench.prompt_lengths import prompt_lengths
+from netbench.report.lengths_section import lengths_rule_text, lengths_section
 from netbench.results import RunResult, _encode_array
 from netbench.slo import meets_gates, request_gates
 from netbench.summary import Run
@@ -97,6 +100,44 @@ def test_a_closed_loop_for_a_duration_starts_until_its_end():
     assert loop.wait_us(999) == 0 and loop.take(1000) is None and loop.wait_us(1000) is None
     counted = ClosedLoop(2)
     assert [counted.take(5), counted.take(6), counted.take(7)] == [5, 6, None]
+
+
+# --- the answer per prompt length ------------------------------------------------------------------------
+
+
+def _length_run(input_tokens: str, ttft_us: int, send_us: float) -> Run:
+    result = make_run("completions", 1, [ttft_us + 150_000] * 20, ttft_us=[ttft_us] * 20, send_us=send_us)
+    result.spec = result.spec.replace(input_tokens=input_tokens)
+    result.counters.update(prompt_tokens=20 * int(input_tokens), prompts_counted=20)
+    result.records["request_bytes"] = 300 + 4 * int(input_tokens)
+    return Run.of(result)
+
+
+def test_the_overhead_share_per_prompt_length_and_where_it_crosses_the_verdicts():
+    baseline = Run.of(make_run("health", 1, [900] * 20))
+    runs = [baseline, _length_run("16", 4_000, 5), _length_run("256", 9_000, 20), _length_run("2048", 60_000, 100)]
+    analysis = analyse(runs)
+    found = prompt_lengths(runs, analysis.ttft_vs_http)
+    assert found is not None and [r.input_tokens for r in found.rows] == ["16", "256", "2048"]
+    shares = [r.share for r in found.rows]
+    baseline_us = analysis.ttft_vs_http.baseline_p50_us
+    assert shares[0] == pytest.approx((baseline_us + found.rows[0].send_p50_us) / found.rows[0].ttft_p50_us)
+    assert [r.verdict for r in found.rows] == [Verdict.NON_TRIVIAL, Verdict.NON_TRIVIAL, Verdict.NEGLIGIBLE]
+    assert [r.request_bytes for r in found.rows] == [364, 1324, 8492]
+    [crossing] = found.crossings
+    assert crossing.share == 0.10 and 256 < crossing.prompt_tokens < 2048
+    assert (crossing.below, crossing.above) == (Verdict.NON_TRIVIAL, Verdict.NEGLIGIBLE)
+    text = lengths_rule_text(found)
+    assert text is not None and text.startswith(f"By prompt length, HTTP overhead next to TTFT: below ~{crossing.prompt_tokens:.0f} prompt tokens it is non-trivial (")
+    assert f"; above ~{crossing.prompt_tokens:.0f} it is negligible (" in text and "at 2048 tokens)" in text
+    table = lengths_section(found)
+    assert table[0] == "### By prompt length" and sum(line.startswith("| 2048 |") for line in table) == 1
+
+
+def test_one_prompt_length_or_none_gives_no_per_length_answer():
+    runs = [Run.of(make_run("health", 1, [900] * 20)), _length_run("16", 4_000, 5)]
+    assert prompt_lengths(runs, analyse(runs).ttft_vs_http) is None
+    assert lengths_section(None) == [] and lengths_rule_text(None) is None
 
 
 # --- run files --------------------------------------------------------------------------------------------

@@ -170,6 +170,20 @@ def test_a_closed_loop_runs_for_its_duration(eos_url):
     assert summary["elapsed_s"] >= 1.0
 
 
+def test_a_sweep_over_prompt_lengths_answers_per_length(eos_url, tmp_path):
+    runs = tmp_path / "runs"
+    result = netbench("sweep", "--url", eos_url, "--mode", "health,completions", "-c", "1", "-n", "8",
+                      "--input-tokens", "16,256", "--output-tokens", "4", "-o", f"{runs}/", "--no-progress")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["completions-c1-in16.json", "completions-c1-in256.json", "health-c1.json"]
+    report = tmp_path / "report.md"
+    assert netbench("report", str(runs), "-o", str(report)).code == 0
+    text = report.read_text()
+    assert "### By prompt length" in text and "By prompt length, HTTP overhead next to TTFT" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 16 | 16 |", "| 256 | 256 |"))]
+    assert len(rows) == 2  # asked for and counted by the server: the same
+
+
 def test_capacity_finds_the_knee_within_one_step(tmp_path):
     """A slow server (20 ms steps, 4 seats): 17.7 requests/s of 20 prompt and 10 output tokens.
     Constant arrivals: below capacity no request waits for a seat, above it the queue (and TTFT

@@ -21,8 +21,10 @@ from netbench.analysis import (
     Verdict,
 )
 from netbench.phases import PHASES
+from netbench.prompt_lengths import PromptLengths
+from netbench.report.lengths_section import lengths_rule_text, lengths_section
 from netbench.report.server_counters import counters_line
-from netbench.report.units import ms, ms_signed
+from netbench.report.units import ms, ms_signed, percent
 from netbench.summary import HEADLINE_KEYS, RunSummary
 
 TITLE = "Network latency bench"
@@ -44,13 +46,6 @@ COMPONENT_SHORT = {
     "response": "the response transfer",
 }
 PHASE_WORDS = {"e2e": "wall time", "ttft": "TTFT"}
-
-
-def percent(share: float) -> str:
-    value = share * 100
-    if value < 1:
-        return f"{value:.2f} %"
-    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
 
 
 def _cell(text: object) -> str:
@@ -321,8 +316,9 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
 # --- the whole report ---------------------------------------------------------------------
 
 
-def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -> str:
-    """The report; `plots` are (caption, link relative to the report) pairs."""
+def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = (), lengths: PromptLengths | None = None) -> str:
+    """The report; `plots` are (caption, link relative to the report) pairs; `lengths` the
+    answer per prompt length (a sweep over --input-tokens)."""
     runs = analysis.runs
     urls = ", ".join(dict.fromkeys(s.url for s in runs))
     started = min((s.started_at_s for s in runs), default=0.0)
@@ -344,12 +340,16 @@ def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -
         "",
         *server_section(runs),
         *ttft_section(analysis.ttft_vs_http),
+        *lengths_section(lengths),
         *significance_section(analysis.concurrency, analysis.resamples, analysis.seed),
         "## Rule of thumb",
         "",
         f"> {rule_of_thumb_text(analysis.rule_of_thumb)}",
         "",
     ]
+    per_length = lengths_rule_text(lengths)
+    if per_length is not None:
+        lines += [f"> {per_length}", ""]
     if plots:
         lines += ["## Plots", ""]
         for caption, link in plots:

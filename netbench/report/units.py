@@ -1,4 +1,4 @@
-"""How durations are written for people: µs in, milliseconds out."""
+"""How durations and shares are written for people: µs in, milliseconds out; a share as a percentage."""
 
 from __future__ import annotations
 
@@ -20,3 +20,10 @@ def ms_signed(value_us: float | None, na: str = "n/a") -> str:
     if value_us is None:
         return na
     return ("-" if value_us < 0 else "+") + ms(abs(value_us))
+
+
+def percent(share: float) -> str:
+    value = share * 100
+    if value < 1:
+        return f"{value:.2f} %"
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
