@@ -81,6 +81,7 @@ def sorted_runs(runs: Sequence[Run]) -> list[Run]:
         runs,
         key=lambda r: (
             MODES.index(r.spec.mode) if r.spec.mode in MODES else len(MODES),
+            r.spec.input_tokens is not None,  # a sweep over prompt lengths after the runs of --prompt
             r.spec.open_loop,
             r.spec.concurrency,
             r.spec.rate or 0.0,

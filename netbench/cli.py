@@ -13,8 +13,10 @@ import click
 from netbench import core
 from netbench.core import Env, ExitStatus
 from netbench.errors import InputError, MergeRefused
+from netbench.capacity import Search
+from netbench.prompts import prompt_text
 from netbench.secrets import is_secret_header, redact, url_secrets
-from netbench.spec import ARRIVALS, BACKENDS, MODES, RunSpec, api_key_from_env, parse_duration_s, parse_header
+from netbench.spec import ARRIVALS, BACKENDS, MODES, STREAMING_MODES, RunSpec, api_key_from_env, parse_duration_s, parse_header
 
 #: the flag that sets each subject the layers below name in their errors
 FLAGS = {
@@ -28,7 +30,11 @@ FLAGS = {
     "max_error_rate": "--max-error-rate",
     "backend": "--backend",
     "ray_address": "--ray-address",
+    "prompt": "--prompt",
+    "dataset": "--dataset",
+    "input_tokens": "--input-tokens",
 }
+_SEARCH = Search()
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not dataclasses.MISSING}
 
 
@@ -122,13 +128,23 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
     d = _DEFAULTS
     options = [
         click.option("--url", required=True, help="Server base URL (OpenAI modes, with or without /v1), or the full URL for --mode get."),
-        click.option("--n", "n", type=int, default=d["n"], show_default=True, help="Measured requests (per run)."),
+        click.option("-n", "--n", "n", type=int, default=d["n"], show_default=True, help="Measured requests (per run)."),
         click.option("--warmup", type=int, default=d["warmup"], show_default=True, help="Requests sent first and not counted."),
-        click.option("--max-tokens", type=int, default=d["max_tokens"], show_default=True),
+        click.option("--max-tokens", type=int, default=d["max_tokens"], show_default=True, help="max_tokens of each stream (a cap: the server may stop sooner; see --output-tokens)."),
+        click.option("--input-tokens", default=d["input_tokens"], metavar="N|A:B|MEAN,SD",
+                     help="Prompts of N tokens in the server's tokenizer (A:B uniform, MEAN,SD normal), each request its own; sweep: a comma list of N or A:B."),
+        click.option("--output-tokens", default=d["output_tokens"], metavar="N|A:B|MEAN,SD",
+                     help="max_tokens N, with ignore_eos and min_tokens where the server takes them, so answers are N tokens long."),
+        click.option("--shared-prefix-tokens", type=int, default=d["shared_prefix_tokens"], show_default=True,
+                     help="With --input-tokens: the first K tokens of every prompt are the same (the prefix-cached case)."),
+        click.option("--dataset", default=d["dataset"], type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Replay prompts from JSONL (ShareGPT conversations, OpenAI messages, prompt/max_tokens), sampled with --seed."),
+        click.option("--unique-prefix/--no-unique-prefix", default=d["unique_prefix"], show_default=True,
+                     help="Put a few random words before a fixed prompt (--prompt, a data set's) so a prefix cache cannot shorten TTFT."),
         click.option("--stream-usage/--no-stream-usage", default=d["stream_usage"], show_default=True,
                      help="Ask streams for usage in every chunk (stream_options); --no-stream-usage for servers that reject it."),
-        click.option("--prompt", default=d["prompt"], show_default=True),
-        click.option("--model", default=d["model"], help="Model id (default: the first id /v1/models lists)."),
+        click.option("--prompt", default=d["prompt"], show_default=True, metavar="TEXT|@FILE", help="The prompt of every stream (@FILE: the file's text)."),
+        click.option("-m", "--model", default=d["model"], help="Model id (default: the first id /v1/models lists)."),
         click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra request header (repeatable)."),
         click.option("--api-key", default=None, help="Bearer token (default: $OPENAI_API_KEY). Never printed or written."),
         click.option("--timeout", "timeout_s", type=float, default=d["timeout_s"], show_default=True, help="Per-request timeout, seconds."),
@@ -145,9 +161,9 @@ def _load_options(func: Callable[..., Any]) -> Callable[..., Any]:
         # open loop
         click.option("--rate", type=float, default=d["rate"], help="Open loop: requests/s, latency measured from the intended send time."),
         click.option("--arrival", type=click.Choice(ARRIVALS), default=d["arrival"], show_default=True),
-        click.option("--duration", "duration", default=None, help="Open loop: run this long (e.g. 30s) instead of --n requests."),
+        click.option("--duration", "duration", default=None, help="Run this long (e.g. 30s) instead of --n requests: with --rate, the schedule's length; else a closed loop at --concurrency."),
         click.option("--max-concurrency", type=int, default=d["max_concurrency"], help="Open loop: cap on requests in flight (default: 256, or --concurrency if larger)."),
-        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed of the arrival process."),
+        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed of the arrival process, the prompt and output lengths and the data set's sample."),
         # outputs beyond the table
         click.option("-o", "--output", "output_path", type=click.Path(), default=None, help="Write the run file (JSON, schema_version) here; a sweep writes one per run into this folder."),
         click.option("--raw", "raw_path", type=click.Path(dir_okay=False), default=None, help="Export the per-request records (every mark) as CSV."),
@@ -177,12 +193,13 @@ def _spec(mode: str, concurrency: int, **options: Any) -> RunSpec:
     api_key = options.pop("api_key") or api_key_from_env()
     duration = options.pop("duration")
     duration_s = parse_duration_s(duration) if duration is not None else None
+    options["prompt"] = prompt_text(options["prompt"])
     return RunSpec(mode=mode, concurrency=concurrency, headers=headers, api_key=api_key, duration_s=duration_s, **options)
 
 
 @main.command()
 @click.option("--mode", default=_DEFAULTS["mode"], show_default=True, help=f"One of {', '.join(MODES)}.")
-@click.option("--concurrency", type=int, default=_DEFAULTS["concurrency"], show_default=True, help="Requests in flight (closed loop).")
+@click.option("-c", "--concurrency", type=int, default=_DEFAULTS["concurrency"], show_default=True, help="Requests in flight (closed loop).")
 @_load_options
 def run(mode: str, concurrency: int, **options: Any) -> core.CommandResult:
     """Measure one endpoint: the phase breakdown table of N requests at concurrency C."""
@@ -192,13 +209,51 @@ def run(mode: str, concurrency: int, **options: Any) -> core.CommandResult:
 
 @main.command()
 @click.option("--mode", "modes", default="health,completions", show_default=True, help="Comma-separated modes.")
-@click.option("--concurrency", "levels", default="1,4,8", show_default=True, help="Comma-separated concurrency levels.")
+@click.option("-c", "--concurrency", "levels", default="1,4,8", show_default=True, help="Comma-separated concurrency levels.")
 @_load_options
 def sweep(modes: str, levels: str, **options: Any) -> core.CommandResult:
-    """Run every mode at every concurrency level in turn and report them side by side."""
+    """Run every mode at every concurrency level (and every --input-tokens length) in turn and
+    report them side by side."""
     outputs = _outputs(options)
-    specs = [_spec(mode, level, **options) for mode in _mode_list(modes) for level in _int_list(levels)]
+    lengths = _length_list(options.pop("input_tokens"))
+    specs = [
+        _spec(mode, level, input_tokens=length, **options)
+        for mode in _mode_list(modes)
+        for length in (lengths if mode in STREAMING_MODES else [None])
+        for level in _int_list(levels)
+    ]
     return core.measure(specs, outputs, _env())
+
+
+def _length_list(text: str | None) -> list[str | None]:
+    """A sweep's --input-tokens: lengths (N or A:B) separated by commas."""
+    if text is None:
+        return [None]
+    lengths = [part.strip() for part in text.split(",") if part.strip()]
+    if not lengths:
+        raise click.BadParameter("an empty list: use e.g. 16,256,2048", param_hint="--input-tokens")
+    return list(dict.fromkeys(lengths))
+
+
+@main.command()
+@click.option("--mode", default="completions", show_default=True, help=f"One of {', '.join(MODES)}.")
+@click.option("--resolution", type=click.FloatRange(0.001, 1.0), default=_SEARCH.resolution, show_default=True,
+              help="Stop when the passing and failing rates lie within this share of each other.")
+@click.option("--max-steps", type=click.IntRange(1), default=_SEARCH.max_steps, show_default=True, help="Open-loop rate steps at most.")
+@click.option("--max-time", "max_time", default="10m", show_default=True, help="Stop before a step would end after this (e.g. 10m).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the rate/latency curve as a PNG.")
+@_load_options
+def capacity(mode: str, resolution: float, max_steps: int, max_time: str, plot_path: str | None, **options: Any) -> core.CommandResult:
+    """Find the highest request rate that meets every --slo gate: a synchronous and a saturating
+    run, then open-loop rates aimed at the gates, each step --duration long (default 10s)."""
+    outputs = _outputs(options)
+    if options["rate"] is not None:
+        raise click.BadParameter("capacity chooses the rates itself", param_hint="--rate")
+    step_s = parse_duration_s(options.pop("duration") or "10s")
+    options["duration"] = None
+    spec = _spec(mode, 1, **options)
+    bounds = Search(resolution, max_steps, parse_duration_s(max_time), spec.max_concurrency or _SEARCH.max_concurrency, step_s)
+    return core.capacity(spec, bounds, outputs, _env(), plot_path)
 
 
 # --- serve: the built-in simulated server ---

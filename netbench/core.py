@@ -9,6 +9,8 @@ a report, and every output renders those.
 
 from __future__ import annotations
 
+import dataclasses
+
 import enum
 import io
 import math
@@ -19,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from netbench.analysis import analyse, load_ttft_ref, sorted_runs
+from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
+from netbench.capacity import CapacityResult, Limit, Probe, Search, Step, StepKind, capacity_curve, search, step_of
 from netbench.compare import compare_runs
+from netbench.datasets import load_dataset
 from netbench.errors import InputError
 from netbench.outputs import check_distinct, check_file, check_folder, make_folder, write_each
 from netbench.merge import merge_results
 from netbench.phases import PHASE_NAMES
+from netbench.prompt_lengths import prompt_lengths
 from netbench.report import csvout, hgrm, jsonout, raw
 from netbench.report.gates import gate_lines
 from netbench.report.progress import progress_bar
@@ -124,7 +129,7 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
     from netbench.report.sweep_table import print_sweep
 
     slos = [parse_slo(text) for text in outputs.slos]  # bad input fails before any load is sent
-    check_outputs(specs, outputs)
+    specs = check_outputs(specs, outputs)
     runs: list[Run] = []
     with stop_on_signals(lambda: None) as received:
         for spec in specs:
@@ -159,8 +164,11 @@ def measure(specs: Sequence[RunSpec], outputs: Outputs, env: Env) -> Measured:
     )
 
 
-def check_outputs(specs: Sequence[RunSpec], outputs: Outputs) -> None:
-    """Every output a measuring command will write, checked before any load is sent."""
+def check_outputs(specs: Sequence[RunSpec], outputs: Outputs) -> list[RunSpec]:
+    """Every output a measuring command will write, and every data set it reads, checked before
+    any load is sent; the specs returned count goodput against the gates."""
+    for path in dict.fromkeys(spec.dataset for spec in specs if spec.dataset):
+        load_dataset(path)
     rate = outputs.max_error_rate
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or not 0 <= rate <= 1:
         raise InputError("max_error_rate", rate, "must be a share from 0 to 1 (0.05: 5 % may fail)")
@@ -187,6 +195,7 @@ def check_outputs(specs: Sequence[RunSpec], outputs: Outputs) -> None:
     check_distinct(files + in_new_folder)
     if outputs.csv_path:
         csvout.check_columns(outputs.csv_path)
+    return [spec.replace(goodput=outputs.slos) for spec in specs]
 
 
 def _one_run_file(runs: int, path: str) -> bool:
@@ -272,6 +281,7 @@ def report(
         text = csvout.render_csv([r.summary for r in runs])
     else:
         analysis = analyse(runs, reference, seed=seed)
+        lengths = prompt_lengths(runs, analysis.ttft_vs_http)
         if fmt == "table":
             from netbench.report.answer import render_text
 
@@ -284,11 +294,11 @@ def report(
         elif fmt == "md":
             from netbench.report.markdown import render_markdown
 
-            text = render_markdown(analysis, links)
+            text = render_markdown(analysis, links, lengths)
         else:
             from netbench.report.answer import render_json
 
-            text = render_json(analysis) + "\n"
+            text = render_json(analysis, lengths) + "\n"
     if output_path is None:
         env.stdout.write(text)
     else:
@@ -319,3 +329,63 @@ def compare(base_path: str, new_path: str, env: Env, as_json: bool = False, seed
     else:
         print_comparison(comparison, console(env.stdout))
     return CommandResult()
+
+
+# --- capacity: the highest rate that meets the gates ----------------------------------------
+
+
+@dataclass(frozen=True)
+class CapacityFound(CommandResult):
+    found: CapacityResult | None = None
+    runs: tuple[Run, ...] = ()
+
+
+def capacity(spec: RunSpec, bounds: Search, outputs: Outputs, env: Env, plot_path: str | None = None) -> CapacityFound:
+    """Search the rate (`netbench.capacity`), each step one run of `spec` for `bounds.step_s`;
+    render the steps and the answer, write the outputs and the plot."""
+    from netbench.report.capacity_table import capacity_lines, print_capacity
+
+    if not outputs.slos:
+        raise InputError("slo", "", "capacity needs at least one gate, e.g. --slo 'ttft.p95<500ms'")
+    slos = [parse_slo(text) for text in outputs.slos]
+    # A search makes many runs: -o is a folder of run files, as a sweep's is.
+    if outputs.output_path and not outputs.output_path.endswith("/"):
+        outputs = dataclasses.replace(outputs, output_path=outputs.output_path + "/")
+    [base] = check_outputs([spec.replace(duration_s=bounds.step_s)], outputs)
+    runs: list[Run] = []
+
+    def measure(probe: Probe) -> Step:
+        if probe.kind is StepKind.RATE:
+            step_spec = base.replace(rate=probe.rate_rps, max_concurrency=probe.concurrency)
+            label = f"capacity: {probe.rate_rps:.4g}/s"
+        else:
+            step_spec = base.replace(rate=None, concurrency=probe.concurrency)
+            label = f"capacity: {probe.kind.value} c={probe.concurrency}"
+        with progress_bar(env.stderr, outputs.progress, label) as on_progress:
+            result = run(step_spec, on_progress, clock=env.clock)
+        runs.append(Run.of(result))
+        step = step_of(probe, runs[-1], slos, outputs.max_error_rate)
+        print(capacity_lines([step])[-1], file=env.stderr)
+        return step
+
+    found = search(measure, bounds, outputs.slos)
+    if outputs.as_json:
+        print(json.dumps(plain(found), indent=2), file=env.stdout)
+    else:
+        print_capacity(found, console(env.stdout))
+    failures = write_each(_writes(runs, outputs))
+    if plot_path is not None:
+        from netbench.report.plot import write_capacity_plot
+
+        write_capacity_plot(capacity_curve(found), plot_path)
+        print(f"netbench: wrote {plot_path}", file=env.stderr)
+    summaries = [r.summary for r in runs]
+    return CapacityFound(
+        stop_signal=next((s.stop_signal for s in summaries if s.stop_signal), None),
+        interrupted=found.limit is Limit.INTERRUPTED,
+        failed=bool(summaries) and summaries[0].ok == 0,
+        gates_failed=found.rate_rps is None,
+        found=found,
+        runs=tuple(runs),
+        output_failures=failures,
+    )

@@ -632,6 +632,8 @@ class Transfer:
             tokens=usage if usage >= 0 else self.event_tokens,
             usage_completion_tokens=usage,
             usage_prompt_tokens=self.usage_prompt_tokens,
+            requested_prompt_tokens=self.request.prompt_tokens,
+            requested_output_tokens=self.request.output_tokens,
             request_bytes=info(pycurl.REQUEST_SIZE),
             server_queue_us=_known(said and said.server_queue_us),
             server_prompt_us=_known(said and said.server_prompt_us),

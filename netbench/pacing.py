@@ -18,20 +18,26 @@ LATE_INPUT_US = 10_000
 
 
 class ClosedLoop:
-    """N requests, each started as soon as a slot is free; intended start == actual start."""
+    """N requests (or, with `until_us`, as many as start before then), each started as soon as
+    a slot is free; intended start == actual start."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int | None, until_us: int | None = None) -> None:
         self.remaining = count
+        self.until_us = until_us
+
+    def _open(self, now_us: int) -> bool:
+        return self.remaining != 0 and (self.until_us is None or now_us < self.until_us)
 
     def take(self, now_us: int) -> int | None:
-        if not self.remaining:
+        if not self._open(now_us):
             return None
-        self.remaining -= 1
+        if self.remaining is not None:
+            self.remaining -= 1
         return now_us
 
     def wait_us(self, now_us: int) -> int | None:
         """How long until the next start is due; None when nothing is left to start."""
-        return 0 if self.remaining else None
+        return 0 if self._open(now_us) else None
 
     def mark_blocked(self, now_us: int) -> None:
         """Closed loop starts only when a slot is free: nothing to book."""

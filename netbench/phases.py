@@ -69,6 +69,10 @@ RECORD_DTYPE = np.dtype(
         ("tokens", np.int32),
         ("usage_completion_tokens", np.int32),
         ("usage_prompt_tokens", np.int32),
+        # what the request asked for: the prompt tokens it was built to have (--input-tokens; -1:
+        # not known) and its max_tokens (-1: none sent)
+        ("requested_prompt_tokens", np.int32),
+        ("requested_output_tokens", np.int32),
         ("request_bytes", np.int64),
         # what the server said it spent (llama.cpp's `timings`, TGI's headers, Server-Timing), µs,
         # and the prompt tokens it took from its cache; timing_source: TIMING_SOURCES (0: none)

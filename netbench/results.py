@@ -31,9 +31,10 @@ from netbench.secrets import redact_url
 from netbench.server_metrics import check_stored
 from netbench.spec import RunSpec, SpecError
 
-#: 2: records by field name with token events beside them (1: older records, no events; read)
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 3: records with the prompt and output tokens each request asked for; 2: records by field name
+#: with token events beside them; 1: older records, no events (all read)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class RunFileError(ValueError):
@@ -69,8 +70,12 @@ class WorkerInfo:
 
 
 def run_label(spec: RunSpec) -> str:
-    """A short name unique within a sweep, for file names: `completions-c4`, `chat-c1-r20`."""
-    return f"{spec.mode}-c{spec.concurrency}" + (f"-r{spec.rate:g}" if spec.open_loop else "")
+    """A short name unique within a sweep, for file names: `completions-c4`, `chat-c1-r20`,
+    `completions-c1-in256` (--input-tokens 256; 128:512 is `in128-512`)."""
+    label = f"{spec.mode}-c{spec.concurrency}" + (f"-r{spec.rate:g}" if spec.open_loop else "")
+    if spec.input_tokens is not None:
+        label += "-in" + "".join(c if c.isalnum() else "-" for c in spec.input_tokens)
+    return label
 
 
 @dataclass
@@ -295,6 +300,10 @@ def _records(data: dict[str, object], version: int, requests: int) -> tuple[np.n
         if records.dtype.names is None:
             raise _Invalid("records", "not a record array")
         records = _records_from_v1(records)
+    elif version == 2:
+        if records.dtype.names is None:
+            raise _Invalid("records", "not a record array")
+        records = _records_by_name(records)
     if records.dtype != RECORD_DTYPE or records.ndim != 1:
         raise _Invalid("records", "not this netbench's record layout")
     events = empty_events() if events is None else events
@@ -374,14 +383,20 @@ def _decode_array(text: str) -> np.ndarray:
     return np.load(io.BytesIO(raw), allow_pickle=False)
 
 
-def _records_from_v1(old: np.ndarray) -> np.ndarray:
-    """Version 1 records in today's layout, field by field. Version 1 counted token events as
-    `tokens` (usage aside) and kept no events: itl and token_lag live in its histograms only."""
+def _records_by_name(old: np.ndarray, renamed: dict[str, str] | None = None) -> np.ndarray:
+    """Older records in today's layout, field by field (what they lack stays MISSING)."""
     records = empty_records(len(old))
-    renamed = {"tcp_rtt_us": "tcp_min_rtt_us"}
+    renamed = renamed or {}
     for name in old.dtype.names or ():
         if renamed.get(name, name) in RECORD_DTYPE.names:
             records[renamed.get(name, name)] = old[name]
+    return records
+
+
+def _records_from_v1(old: np.ndarray) -> np.ndarray:
+    """Version 1 records in today's layout. Version 1 counted token events as `tokens` (usage
+    aside) and kept no events: itl and token_lag live in its histograms only."""
+    records = _records_by_name(old, {"tcp_rtt_us": "tcp_min_rtt_us"})
     if "tokens" in (old.dtype.names or ()):
         records["events"] = records["event_tokens"] = old["tokens"]
     return records

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
 import socket
 import time
 from collections import Counter
@@ -17,23 +19,30 @@ from netbench import signals
 from netbench.backends import backend_for
 from netbench.backends.base import Backend, BackendRun, ProgressCallback, stopped_result
 from netbench.curl import curl_version, fetch
+from netbench.datasets import SAMPLE_MAX, DatasetPrompts, load_dataset, reference_tokens, sample
+from netbench.errors import InputError
+from netbench.lengths import Lengths, parse_lengths
 from netbench.histograms import PhaseHistograms
 from netbench.pacing import split_evenly
 from netbench.phases import empty_events, empty_records
+from netbench.prompts import CalibrationError, FixedPrompt, PromptSource, SyntheticPrompts, calibrate
 from netbench.results import RunResult, WorkerInfo
 from netbench.secrets import redact, redact_url
 from netbench.server_metrics import Scrape, difference, scrape
+from netbench.server_probe import ProbeError, TokenCounter, exact_output_fields, find_counter
 from netbench.spec import RunSpec
 from netbench.worker import WorkerResult, WorkerTask
-from netbench.workloads import HEALTH_PATH, MODELS_PATH, Request, build_request
+from netbench.workloads import HEALTH_PATH, MODELS_PATH, Request, RequestSource, build_request
 
 
 @dataclass(frozen=True)
 class Target:
-    """A spec with its model resolved, the request to send, and what the probes found."""
+    """A spec with its model resolved, the requests to send, and what the probes found."""
 
     spec: RunSpec
+    #: the URL and method every request goes to (a stream's body is each request's own)
     request: Request
+    source: RequestSource
     notes: tuple[str, ...]
 
 
@@ -54,7 +63,92 @@ def prepare(spec: RunSpec) -> Target:
         else:
             why = listed.error or (f"HTTP {listed.status}" if listed.status != 200 else "no model id in the answer")
             notes.append(f"could not list models ({why}); pass --model")
-    return Target(spec, build_request(spec, path), tuple(notes))
+    request = build_request(spec, path)
+    if not spec.streaming:
+        return Target(spec, request, RequestSource(request), tuple(notes))
+    nonce = random.SystemRandom().getrandbits(62)  # this run's prompts are no other run's
+    prompts = _prompts(spec, nonce, notes)
+    outputs, exact = None, ()
+    if spec.output_tokens is not None:
+        outputs = parse_lengths(spec.output_tokens, "--output-tokens", spec.seed + 1)
+        exact, refused = exact_output_fields(spec)
+        if refused:
+            notes.append(refused)
+    return Target(spec, request, RequestSource(request, spec, prompts, outputs, exact), tuple(notes))
+
+
+def _prompts(spec: RunSpec, nonce: int, notes: list[str]) -> PromptSource:
+    """Where each request's prompt comes from: a data set, prompts built to --input-tokens, or
+    --prompt; a problem with the server's counts is bad input, found before any load."""
+    if spec.dataset is not None:
+        entries = load_dataset(spec.dataset)
+        chosen = sample(entries, SAMPLE_MAX if spec.duration_s else spec.n + spec.warmup, spec.seed)
+        if spec.output_tokens is None and any(e.reference and e.output_tokens is None for e in chosen):
+            counter = find_counter(spec)
+            if counter is not None and counter.count_plain is not None:
+                try:
+                    chosen = reference_tokens(chosen, counter.count_plain)
+                except ProbeError as error:
+                    raise InputError("dataset", spec.dataset, f"cannot count the reference answers: {error}") from None
+            else:
+                notes.append("the data set's reference answers could not be counted (no /tokenize): those requests ask for --max-tokens")
+        return DatasetPrompts(chosen, spec.mode == "chat", nonce, spec.unique_prefix)
+    if spec.input_tokens is None:
+        return FixedPrompt(spec.prompt, nonce, spec.unique_prefix)
+    try:
+        return _sized_prompts(spec, nonce, notes)
+    except (ProbeError, CalibrationError) as error:
+        raise InputError("input_tokens", spec.input_tokens, f"cannot size prompts in the server's tokenizer: {error}") from None
+
+
+def _sized_prompts(spec: RunSpec, nonce: int, notes: list[str]) -> SyntheticPrompts:
+    assert spec.input_tokens is not None
+    counter = find_counter(spec)
+    if counter is None:
+        raise ProbeError("it answers neither /tokenize nor a probe completion with usage.prompt_tokens")
+    lengths = parse_lengths(spec.input_tokens, "--input-tokens", spec.seed)
+    prompts = SyntheticPrompts(calibrate(counter.count, counter.cheap, counter.method), lengths, nonce, spec.shared_prefix_tokens)
+    if lengths.kind != "normal" and lengths.minimum < prompts.minimum_tokens:
+        raise InputError("input_tokens", spec.input_tokens, (
+            f"the server adds {prompts.calibration.overhead} tokens to every prompt (BOS, the chat template)"
+            + (f" and {spec.shared_prefix_tokens} are shared" if spec.shared_prefix_tokens else "")
+            + f": ask for at least {prompts.minimum_tokens}"
+        ))  # fmt: skip
+    prompts, off = _verified(prompts, counter)
+    c = prompts.calibration
+    sizing = "exactly" if c.exact and not off else "approximately"
+    notes.append(
+        f"prompts of {lengths.describe()} tokens, sized {sizing} in the server's tokenizer ({c.method}; it adds "
+        f"{c.overhead} to each), each request its own"
+        + (f", the first {spec.shared_prefix_tokens} tokens shared" if spec.shared_prefix_tokens else "")
+    )
+    if off:
+        notes.append(f"a probe prompt counted {off} in the server's tokenizer: its words do not add up one token each")
+    return prompts
+
+
+def _verified(prompts: SyntheticPrompts, counter: TokenCounter) -> tuple[SyntheticPrompts, str | None]:
+    """Count probe prompts of the shortest and longest lengths; a constant difference is the
+    overhead misjudged (shifted once), any other is reported."""
+    lengths = prompts.lengths
+    high = lengths.high if lengths.kind != "normal" else round(lengths.mean + 2 * lengths.sd)
+    targets = sorted({max(lengths.minimum, prompts.minimum_tokens), max(high, prompts.minimum_tokens)})
+
+    def differences(p: SyntheticPrompts) -> list[tuple[int, int]]:
+        probe = [dataclasses.replace(p, lengths=Lengths("fixed", t, t)).prompt(-2) for t in targets]
+        return [(t, counter.count(q.text or "")) for t, q in zip(targets, probe)]
+
+    counted = differences(prompts)
+    offsets = {c - t for t, c in counted}
+    if offsets == {0} or not prompts.calibration.exact:
+        return prompts, None
+    if len(offsets) == 1:
+        shifted = dataclasses.replace(prompts, calibration=prompts.calibration.shifted(offsets.pop()))
+        counted = differences(shifted)
+        if all(c == t for t, c in counted):
+            return shifted, None
+        prompts = shifted
+    return prompts, ", ".join(f"{c} tokens for {t} asked" for t, c in counted if c != t)
 
 
 def _first_model_id(body: bytes) -> str | None:
@@ -70,14 +164,14 @@ def _first_model_id(body: bytes) -> str | None:
 _MAX_MODEL_ID_CHARS = 1024
 
 
-def plan(spec: RunSpec, request: Request, cores: int | None = None) -> list[WorkerTask]:
+def plan(spec: RunSpec, source: RequestSource, cores: int | None = None) -> list[WorkerTask]:
     """P = min(in-flight, cores) workers; in-flight slots, n and warm-up split exactly."""
     workers = spec.workers or max(1, min(spec.in_flight, cores or os.cpu_count() or 1))
     workers = min(workers, spec.in_flight)
     slots = split_evenly(spec.in_flight, workers)
     counts = split_evenly(spec.n, workers)
     warmups = split_evenly(spec.warmup, workers)
-    return [WorkerTask(spec, request, i, workers, slots[i], counts[i], warmups[i]) for i in range(workers)]
+    return [WorkerTask(spec, source, i, workers, slots[i], counts[i], warmups[i]) for i in range(workers)]
 
 
 def run(
@@ -91,7 +185,7 @@ def run(
     backend = backend or backend_for(spec.backend, spec.ray_address)
     signals_before = signals.received_count()
     target = prepare(spec)
-    tasks = plan(target.spec, target.request, backend.cores())
+    tasks = plan(target.spec, target.source, backend.cores())
     started_at_s = clock()
     # Server-side /metrics: scraped once every worker is warm and after the run, so that the
     # difference holds the measured requests only.

@@ -93,11 +93,14 @@ def _json_us(value: object, unit_us: float) -> int | None:
     """A JSON number in units of `unit_us` µs -> integer µs; None for anything else."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
+    try:
+        number = float(value)  # an integer beyond a float's range raises
+    except OverflowError:
         return None
-    us = round(number * unit_us)
-    return us if us <= MAX_DURATION_US else None
+    # checked before the product: 1e305 ms times 1000 is no finite number to round
+    if not math.isfinite(number) or number < 0 or number * unit_us > MAX_DURATION_US:
+        return None
+    return round(number * unit_us)
 
 
 def _text_us(value: str | None, unit_us: float) -> int | None:

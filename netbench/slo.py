@@ -1,16 +1,21 @@
 """SLO gates: `ttft.p95<200ms`, `e2e.p99<2s`, `error_rate<1%`, `rps>=100`, parsed and evaluated
-against run summaries (the same numbers every output shows). Wording the results is
-`report/gates.py`'s job."""
+against run summaries (the same numbers every output shows), and, for goodput, against each
+request: a request is good when it succeeded and each per-request phase a gate names meets
+the gate's bound on the request's own value (`ttft.p95<200ms`: its TTFT under 200 ms), as
+vLLM's `--goodput` counts it. Per-token phases (itl, token_lag) have no value per request and
+do not count. Wording the results is `report/gates.py`'s job."""
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from netbench.errors import InputError
-from netbench.phases import PHASE_NAMES
+from netbench.phases import PHASE_BY_NAME, PHASE_NAMES
 from netbench.spec import SpecError, parse_duration_s
 from netbench.summary import RunSummary
 
@@ -103,3 +108,18 @@ def evaluate(slos: list[Slo], summaries: list[RunSummary]) -> list[GateResult]:
             value = measured_value(slo, summary)
             results.append(GateResult(slo, summary, value, value is not None and slo.compare(value, slo.bound)))
     return results
+
+
+def request_gates(texts: Sequence[str]) -> list[Slo]:
+    """The gates of `texts` that a single request can meet: those on per-request phases."""
+    gates = [parse_slo(text) for text in texts]
+    return [g for g in gates if g.metric in PHASE_BY_NAME and not PHASE_BY_NAME[g.metric].per_token]
+
+
+def meets_gates(gates: Sequence[Slo], values_us: Mapping[str, np.ndarray], count: int) -> np.ndarray:
+    """Which of `count` successful requests meet every gate (a phase the request lacks fails it)."""
+    good = np.ones(count, dtype=bool)
+    for gate in gates:
+        values = values_us[gate.metric]
+        good &= (values >= 0) & gate.compare(values, gate.bound)
+    return good

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from netbench.lengths import LengthsError, parse_lengths
 from netbench.secrets import REDACTED, is_secret_header, redact_url, url_secrets
 
 MODES = ("health", "models", "completions", "chat", "get")
@@ -45,6 +46,19 @@ class RunSpec:
     #: ask streams for usage (`stream_options`: include_usage, continuous_usage_stats), which
     #: gives the output token count and the tokens of each event; off for servers that reject it
     stream_usage: bool = True
+    # workload (prompts.py, datasets.py, lengths.py): prompt and output lengths in tokens
+    #: "N", "A:B" (uniform) or "MEAN,SD" (normal): prompts of that many tokens in the server's tokenizer
+    input_tokens: str | None = None
+    #: the same for max_tokens, sent with ignore_eos/min_tokens where the server takes them
+    output_tokens: str | None = None
+    #: the first K tokens of every --input-tokens prompt are the same (the prefix-cached case)
+    shared_prefix_tokens: int = 0
+    #: a JSONL data set to replay (ShareGPT, OpenAI messages, prompt/max_tokens)
+    dataset: str | None = None
+    #: a few random words before a fixed prompt (--prompt, a data set's), so a prefix cache cannot shorten TTFT
+    unique_prefix: bool = True
+    #: the --slo gates goodput counts per request (slo.request_gates)
+    goodput: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 60.0
@@ -110,6 +124,7 @@ class RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["headers"] = tuple(tuple(h) for h in kwargs.get("headers", ()))  # type: ignore[union-attr]
+        kwargs["goodput"] = tuple(kwargs.get("goodput", ()))  # type: ignore[arg-type]
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -202,11 +217,10 @@ def _validate(spec: RunSpec) -> None:
     if spec.arrival not in ARRIVALS:
         raise SpecError(f"--arrival {spec.arrival!r}: choose one of {', '.join(ARRIVALS)}")
     if spec.duration_s is not None:
-        if spec.rate is None:
-            raise SpecError("--duration needs --rate")
         _finite("--duration", spec.duration_s, 1e-3, MAX_DURATION_S, " s")
     if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed <= MAX_SEED:
         raise SpecError(f"--seed must be an integer from 0 to {MAX_SEED}, got {spec.seed!r}")
+    _validate_workload(spec)
     if spec.max_concurrency is not None and spec.max_concurrency < 1:
         raise SpecError(f"--max-concurrency must be >= 1, got {spec.max_concurrency}")
     if spec.backend not in BACKENDS:
@@ -216,3 +230,24 @@ def _validate(spec: RunSpec) -> None:
         _ascii(f"--header {name!r}" if name.isascii() else "a --header name", f"{name}{value}")
     if spec.api_key is not None:
         _ascii("the API key (--api-key or $OPENAI_API_KEY)", spec.api_key)
+
+
+def _validate_workload(spec: RunSpec) -> None:
+    lengths = {}
+    for flag, value in (("--input-tokens", spec.input_tokens), ("--output-tokens", spec.output_tokens)):
+        if value is not None:
+            try:
+                lengths[flag] = parse_lengths(value, flag)
+            except LengthsError as error:
+                raise SpecError(str(error)) from None
+    if spec.dataset is not None and spec.input_tokens is not None:
+        raise SpecError("--dataset and --input-tokens both choose the prompts: pass one of them")
+    shared = spec.shared_prefix_tokens
+    if isinstance(shared, bool) or not isinstance(shared, int) or shared < 0:
+        raise SpecError(f"--shared-prefix-tokens must be an integer >= 0, got {shared!r}")
+    if shared:
+        if "--input-tokens" not in lengths:
+            raise SpecError("--shared-prefix-tokens needs --input-tokens (it shares the first tokens of built prompts)")
+        if shared >= lengths["--input-tokens"].minimum:
+            raise SpecError(f"--shared-prefix-tokens {shared} leaves no token of its own to a prompt of "
+                            f"{lengths['--input-tokens'].minimum} tokens: use fewer than --input-tokens")

@@ -26,6 +26,7 @@ from netbench.secrets import redact_url
 from netbench.serial import NOT_SERIALISED, rounded
 from netbench.spec import RunSpec
 from netbench.split import Split, split
+from netbench.throughput import Throughput, Tokens, throughput, tokens
 
 #: the original exercise's summary keys, first in the JSON and the CSV, in this order
 HEADLINE_KEYS = ("mode", "concurrency", "n", "median_wall_s", "p95_wall_s")
@@ -61,6 +62,10 @@ class RunSummary:
     #: requests whose usage total differed from what their events' own counts added up to
     usage_mismatches: int
     achieved_rps: float = field(metadata=rounded(2))
+    #: requests, tokens and goodput per second (throughput.py)
+    throughput: Throughput
+    #: prompt and output tokens counted against those asked for; None for runs that are no streams
+    tokens: Tokens | None
     #: open loop: requested vs sent rate, the in-flight cap; None in closed loop
     open_loop: OfferedLoad | None
     client_bound: bool
@@ -131,6 +136,8 @@ def summarize(result: RunResult) -> RunSummary:
         events_per_request=counters.get("events", 0) / result.ok if spec.streaming and result.ok else None,
         usage_mismatches=counters.get("usage_mismatch", 0),
         achieved_rps=result.achieved_rps,
+        throughput=throughput(counters, result.ok, result.requests, result.elapsed_s, spec.streaming, phases["tpot"]),
+        tokens=tokens(counters, result.ok, spec.streaming),
         open_loop=load,
         client_bound=bool(reasons),
         client_bound_reasons=tuple(reasons),

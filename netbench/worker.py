@@ -6,11 +6,12 @@ returns is plain picklable data: encoded histograms, counters and a bounded reco
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic_ns
 from typing import Protocol
@@ -22,8 +23,9 @@ from netbench.histograms import PhaseHistograms
 from netbench.outcomes import Outcome
 from netbench.pacing import ClosedLoop, OpenLoop, open_loop_schedule
 from netbench.phases import EVENT_DTYPE, RECORD_DTYPE, Record, derive, empty_events, select
+from netbench.slo import Slo, meets_gates, request_gates
 from netbench.spec import RunSpec
-from netbench.workloads import Request
+from netbench.workloads import Request, RequestSource
 
 # A bulk histogram update every this many records or token events: bounds memory, amortises numpy.
 _FLUSH_RECORDS = 4096
@@ -37,7 +39,8 @@ _CONTROL_PERIOD_NS = 20_000_000  # how often the loop looks at the stop flag and
 @dataclass(frozen=True)
 class WorkerTask:
     spec: RunSpec  # model already resolved
-    request: Request
+    #: every request of the run by its run-wide index: this worker sends index * workers + its index
+    source: RequestSource
     index: int
     workers: int
     slots: int  # requests this worker keeps in flight
@@ -86,9 +89,11 @@ class WorkerResult:
 class Recorder:
     """Turns finished requests into histogram counts, counters and a bounded record sample."""
 
-    def __init__(self, worker: int, open_loop: bool, max_records: int, seed: int) -> None:
+    def __init__(self, worker: int, open_loop: bool, max_records: int, seed: int, gates: Sequence[Slo] = ()) -> None:
         self.worker = worker
         self.open_loop = open_loop
+        #: the per-request gates goodput counts (slo.request_gates)
+        self.gates = tuple(gates)
         self.histograms = PhaseHistograms()
         self.counters: Counter[str] = Counter()
         self.completed = 0
@@ -123,6 +128,9 @@ class Recorder:
         uncertainty, server = derived.values_us["split_uncertainty"], derived.values_us["server"]
         # the split of these requests cannot be known: what is uncertain is as large as the server part
         self.counters["split_uncertain"] += int(np.count_nonzero((uncertainty > 0) & (uncertainty >= server)))
+        if self.gates:
+            # Goodput as vLLM counts it: the requests that met every gate, each on its own values.
+            self.counters["good"] += int(np.count_nonzero(meets_gates(self.gates, derived.values_us, len(ok))))
         self._keep(records, events)
 
     def _count(self, records: np.ndarray, ok: np.ndarray, clamped: int) -> None:
@@ -140,6 +148,7 @@ class Recorder:
         # the server's usage total differs from what the stream's own counts add up to
         c["usage_mismatch"] += int(np.count_nonzero(with_usage & (ok["tokens"] != ok["event_tokens"])))
         c["clamped_marks"] += clamped
+        _count_tokens(c, ok)
         for status, count in zip(*np.unique(records["http_status"][answered], return_counts=True)):
             c[f"status_{int(status)}"] += int(count)
 
@@ -179,6 +188,23 @@ class Recorder:
         return self._kept[:kept].copy(), events
 
 
+def _count_tokens(c: Counter[str], ok: np.ndarray) -> None:
+    """Prompt and output tokens of the successful requests: what the server counted (usage)
+    against what each request asked for."""
+    usage, requested = ok["usage_prompt_tokens"], ok["requested_prompt_tokens"]
+    counted, sized = usage >= 0, requested >= 0
+    c["prompt_tokens"] += int(usage[counted].sum())
+    c["prompts_counted"] += int(np.count_nonzero(counted))
+    c["requested_prompt_tokens"] += int(requested[sized].sum())
+    c["prompts_sized"] += int(np.count_nonzero(sized))
+    c["prompt_mismatch"] += int(np.count_nonzero(counted & sized & (usage != requested)))
+    asked = ok["requested_output_tokens"]
+    capped = asked >= 0
+    c["requested_output_tokens"] += int(asked[capped].sum())
+    c["outputs_capped"] += int(np.count_nonzero(capped))
+    c["short_outputs"] += int(np.count_nonzero(capped & (ok["tokens"] < asked)))
+
+
 def _drive(
     driver: MultiDriver,
     schedule: ClosedLoop | OpenLoop,
@@ -186,6 +212,7 @@ def _drive(
     origin_ns: int,
     measured: bool,
     tick: Callable[[], bool],
+    next_request: Callable[[], Request],
 ) -> bool:
     """Run a schedule to completion; returns True when stopped early."""
     next_tick_ns = 0
@@ -198,7 +225,7 @@ def _drive(
                 break
             # The actual start is when libcurl starts the transfer (the driver's next perform): a
             # burst of starts takes time, and it is lag.
-            driver.start(intended_us, origin_ns, measured)
+            driver.start(intended_us, origin_ns, measured, next_request())
         wait_us = schedule.wait_us(now_us)
         if wait_us is None and driver.active == 0:
             return False
@@ -220,7 +247,7 @@ def _drive(
 def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> WorkerResult:
     """Perform this worker's share of a run and return what it measured."""
     spec = task.spec
-    recorder = Recorder(task.index, spec.open_loop, _records_share(spec, task), spec.seed)
+    recorder = Recorder(task.index, spec.open_loop, _records_share(spec, task), spec.seed, request_gates(spec.goodput))
     result = WorkerResult(task.index, socket.gethostname(), os.getpid(), {}, {}, recorder.records()[0])
 
     def tick() -> bool:
@@ -229,9 +256,15 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
         control.report_progress(task.index, recorder.completed)
         return control.should_stop()
 
-    driver = MultiDriver(spec, task.request, task.slots, task.index)
+    sent = itertools.count()
+
+    def next_request() -> Request:
+        # Warm-up and measured requests alike: each its own index, so its own prompt.
+        return task.source.request(next(sent) * task.workers + task.index)
+
+    driver = MultiDriver(spec, task.source.base, task.slots, task.index)
     try:
-        if task.warmup and _drive(driver, ClosedLoop(task.warmup), recorder.on_done, monotonic_ns(), False, tick):
+        if task.warmup and _drive(driver, ClosedLoop(task.warmup), recorder.on_done, monotonic_ns(), False, tick, next_request):
             result.interrupted = True
         else:
             start_at_s = control.wait_for_start(task.index) if control is not None else task.start_at_s
@@ -240,7 +273,7 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
             result.started_at_s = time.time()
             origin_ns = monotonic_ns()
             cpu_start_s = time.process_time()
-            result.interrupted = _drive(driver, schedule, recorder.on_done, origin_ns, True, tick)
+            result.interrupted = _drive(driver, schedule, recorder.on_done, origin_ns, True, tick, next_request)
             result.elapsed_s = (monotonic_ns() - origin_ns) / 1e9
             # over the same span as elapsed_s: closing the handles is no part of the run
             result.cpu_s = time.process_time() - cpu_start_s
@@ -265,6 +298,8 @@ def run_worker(task: WorkerTask, control: WorkerControl | None = None) -> Worker
 
 def _schedule(spec: RunSpec, task: WorkerTask) -> ClosedLoop | OpenLoop:
     if not spec.open_loop:
+        if spec.duration_s is not None:
+            return ClosedLoop(None, until_us=round(spec.duration_s * 1e6))
         return ClosedLoop(task.count)
     assert spec.rate is not None
     intended_us = open_loop_schedule(

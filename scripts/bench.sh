@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The seed's sweep: health (the HTTP baseline) and streaming completions at concurrency 1, 4
-# and 8, n = 32 each after 8 warm-up requests (one per connection at concurrency 8); appends
-# to the CSV, writes run files, the Markdown report and plots. Without a URL argument it
+# and 8, n = 32 each after 8 warm-up requests (one per connection at concurrency 8); then the
+# same question per prompt length: completions at concurrency 1 with prompts of 16, 256 and
+# 2048 tokens in the server's tokenizer (INPUT_TOKENS), 16 output tokens each. Appends to the
+# CSV, writes run files, the Markdown report (with its "By prompt length" rows) and plots. Without a URL argument it
 # starts `netbench serve` on a free loopback port and stops it afterwards, also when the
 # sweep fails.
 #   NETBENCH=path/to/netbench OUT=benchmarks_out REPORT_NAME=network_latency_bench bash scripts/bench.sh [URL]
@@ -10,6 +12,7 @@ NETBENCH="${NETBENCH:-netbench}"
 OUT="${OUT:-benchmarks_out}"
 REPORT_NAME="${REPORT_NAME:-network_latency_bench}"
 SWEEP_ARGS="${SWEEP_ARGS:-}"
+INPUT_TOKENS="${INPUT_TOKENS:-16,256,2048}"
 URL="${1:-}"
 mkdir -p "$OUT"
 
@@ -42,6 +45,9 @@ rm -rf "$runs"
 # shellcheck disable=SC2086  # SWEEP_ARGS is a list of extra flags
 "$NETBENCH" sweep --url "$URL" --mode health,completions --concurrency 1,4,8 --n 32 --warmup 8 \
     --csv "$OUT/network_latency_bench.csv" -o "$runs/" --no-progress $SWEEP_ARGS
+# shellcheck disable=SC2086
+"$NETBENCH" sweep --url "$URL" --mode completions --concurrency 1 --input-tokens "$INPUT_TOKENS" \
+    --output-tokens 16 --n 32 --warmup 4 --csv "$OUT/network_latency_bench.csv" -o "$runs/" --no-progress $SWEEP_ARGS
 "$NETBENCH" report "$runs"/*.json -o "$OUT/$REPORT_NAME.md" --plots "$OUT"
 echo "bench: wrote $OUT/network_latency_bench.csv and $OUT/$REPORT_NAME.md"
 cat "$OUT/$REPORT_NAME.md"

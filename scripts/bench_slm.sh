@@ -54,5 +54,6 @@ if [ -z "$url" ]; then
     exit 1
 fi
 echo "bench-slm: llama-server ($server) with SmolLM2-135M-Instruct at $url"
-REPORT_NAME=network_latency_bench_slm \
+# 1024 tokens of context per slot (-c 4096 over 4 slots): the prompt-length sweep stays below it.
+REPORT_NAME=network_latency_bench_slm INPUT_TOKENS="${INPUT_TOKENS:-16,256,768}" \
     bash "$HERE/bench.sh" "$url"

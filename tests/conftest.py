@@ -44,6 +44,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def sim_url() -> Iterator[str]:
     """The built-in server with a fast timing model: ~5 ms to the first token, then 2 ms a token,
-    exactly max_tokens of them (netbench's client does not send ignore_eos yet)."""
+    exactly max_tokens of them (the server ignores EOS whatever a request asks)."""
     with start_sim_server("--step-ms", "2", "--prefill-token-ms", "0.2", "--ignore-eos") as base_url:
         yield base_url

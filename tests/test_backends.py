@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def _tasks(spec: RunSpec):
     target = prepare(spec)
-    return plan(target.spec, target.request, cores=2)
+    return plan(target.spec, target.source, cores=2)
 
 
 def test_every_worker_starts_after_the_barrier_where_on_start_runs_once(sim_url):

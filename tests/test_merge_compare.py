@@ -51,7 +51,7 @@ def test_run_file_round_trip_is_lossless(tmp_path):
     path = tmp_path / "run.json"
     run.save(path)
     data = json.loads(path.read_text())
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     loaded = RunResult.load(path)
     assert loaded.to_dict() == run.to_dict()
     assert np.array_equal(loaded.records, run.records) and loaded.records.dtype == run.records.dtype

@@ -56,7 +56,7 @@ BACKEND = ray_backend.RayBackend(None)  # joins the module's instance (already i
 
 def _tasks(spec: RunSpec):
     target = prepare(spec)
-    return target, plan(target.spec, target.request, BACKEND.cores())
+    return target, plan(target.spec, target.source, BACKEND.cores())
 
 
 def _when_measuring(action) -> object:
@@ -112,8 +112,8 @@ def test_workers_start_together_once_every_one_is_warm(ray_address, sim_url):
 def test_a_worker_that_raises_is_reported_with_the_others_results(ray_address, sim_url):
     spec = RunSpec(sim_url, mode="completions", concurrency=2, n=20, max_tokens=4, backend="ray")
     target, tasks = _tasks(spec)
-    # No request: building the worker's curl handles raises before run_worker's own try.
-    broken = [tasks[0], dataclasses.replace(tasks[1], request=None)]
+    # No request source: building the worker's curl handles raises before run_worker's own try.
+    broken = [tasks[0], dataclasses.replace(tasks[1], source=None)]
     done = BACKEND.run(broken, None, None)
     results = done.results
     assert done.stop_signal is None

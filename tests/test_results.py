@@ -32,7 +32,7 @@ def test_version_2_round_trips_records_and_their_events(tmp_path):
     run.events = np.array([(5_000, 1, -1), (6_000, 2, -1), (7_000, 1, 123)], dtype=run.events.dtype)
     run.save(tmp_path / "run.json")
     loaded = RunResult.load(tmp_path / "run.json")
-    assert json.loads((tmp_path / "run.json").read_text())["schema_version"] == 2
+    assert json.loads((tmp_path / "run.json").read_text())["schema_version"] == 3
     assert loaded.records.dtype == RECORD_DTYPE and np.array_equal(loaded.records, run.records)
     assert np.array_equal(loaded.events, run.events)
     ok, events = select(loaded.records, loaded.events, np.array([True, False, True]))

@@ -66,7 +66,7 @@ def test_sweep_runs_each_level_and_writes_csv_and_run_files(sim_url, tmp_path):
     assert len(rows) == 5
     saved = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert saved == ["completions-c1.json", "completions-c2.json", "health-c1.json", "health-c2.json"]
-    assert json.loads((tmp_path / "runs" / "health-c2.json").read_text())["schema_version"] == 2
+    assert json.loads((tmp_path / "runs" / "health-c2.json").read_text())["schema_version"] == 3
 
 
 def test_a_target_that_refuses_everything_exits_1_and_says_so(refused_url):

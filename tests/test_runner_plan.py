@@ -5,7 +5,7 @@ import pytest
 from netbench.pacing import split_evenly
 from netbench.runner import plan
 from netbench.spec import RunSpec, SpecError
-from netbench.workloads import api_base, build_request
+from netbench.workloads import RequestSource, api_base, build_request
 
 
 @pytest.mark.parametrize(("total", "parts"), [(32, 3), (7, 8), (0, 2), (1_000_003, 7)])
@@ -17,7 +17,7 @@ def test_split_evenly_loses_nothing(total, parts):
 @pytest.mark.parametrize(("concurrency", "cores", "workers"), [(1, 2, 1), (4, 2, 2), (8, 16, 8), (3, 2, 2)])
 def test_plan_uses_min_of_concurrency_and_cores(concurrency, cores, workers):
     spec = RunSpec(url="http://127.0.0.1:8000", concurrency=concurrency, n=33, warmup=5)
-    tasks = plan(spec, build_request(spec), cores=cores)
+    tasks = plan(spec, RequestSource(build_request(spec)), cores=cores)
     assert len(tasks) == workers
     assert sum(t.slots for t in tasks) == concurrency
     assert sum(t.count for t in tasks) == 33

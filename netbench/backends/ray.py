@@ -372,6 +372,9 @@ def _run_bound_s(task: WorkerTask) -> float:
         span_s = spec.duration_s or 3 * task.count / worker_rate
         if spec.duration_s:
             requests = math.ceil(2 * worker_rate * spec.duration_s) + 10
+    elif spec.duration_s:
+        # A closed loop for a duration: its span, then the requests in flight at its end.
+        span_s, requests = spec.duration_s, task.slots
     rounds = math.ceil((task.warmup + requests) / max(task.slots, 1))
     return span_s + rounds * spec.timeout_s + _RUN_GRACE_S
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 from rich.console import Console
 
 from netbench.analysis import Analysis
+from netbench.prompt_lengths import PromptLengths
+from netbench.report.lengths_section import lengths_rule_text
 from netbench.report.markdown import rule_of_thumb_text, significance_section, ttft_section
 from netbench.report.table import print_report
 from netbench.serial import dumps, plain
 
 
-def render_json(analysis: Analysis) -> str:
+def render_json(analysis: Analysis, lengths: PromptLengths | None = None) -> str:
     answer = plain(analysis)
     answer["rule_of_thumb"]["text"] = rule_of_thumb_text(analysis.rule_of_thumb)
+    if lengths is not None:
+        answer["prompt_lengths"] = {**plain(lengths), "text": lengths_rule_text(lengths)}
     return dumps({"runs": list(analysis.runs), "analysis": answer})
 
 

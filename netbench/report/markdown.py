@@ -24,6 +24,8 @@ from netbench.analysis import (
     Verdict,
 )
 from netbench.phases import PHASES
+from netbench.prompt_lengths import PromptLengths
+from netbench.report.lengths_section import lengths_rule_text, lengths_section
 from netbench.report.server_counters import counters_line
 from netbench.report.run_words import run_lines, server_timings_line
 from netbench.report.units import ms, ms_signed, percent
@@ -66,7 +68,7 @@ def run_notes(s: RunSummary) -> list[str]:
         notes.append(f"{s.failed} of {s.requests} failed ({detail})")
     if s.spec.open_loop:
         notes.append(f"open loop, {s.spec.rate:g}/s {s.spec.arrival}")
-    return notes + run_lines(s, tokens=False) + list(s.notes)
+    return notes + run_lines(s) + list(s.notes)
 
 
 def runs_table(summaries: Sequence[RunSummary]) -> list[str]:
@@ -367,8 +369,9 @@ def rule_of_thumb_text(rule: RuleOfThumb) -> str:
 # --- the whole report ---------------------------------------------------------------------
 
 
-def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -> str:
-    """The report; `plots` are (caption, link relative to the report) pairs."""
+def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = (), lengths: PromptLengths | None = None) -> str:
+    """The report; `plots` are (caption, link relative to the report) pairs; `lengths` the
+    answer per prompt length (a sweep over --input-tokens)."""
     runs = analysis.runs
     urls = ", ".join(dict.fromkeys(s.url for s in runs))
     started = min((s.started_at_s for s in runs), default=0.0)
@@ -391,12 +394,16 @@ def render_markdown(analysis: Analysis, plots: Sequence[tuple[str, str]] = ()) -
         "",
         *server_section(runs),
         *ttft_section(analysis.ttft_vs_http),
+        *lengths_section(lengths),
         *significance_section(analysis.concurrency, analysis.resamples, analysis.seed),
         "## Rule of thumb",
         "",
         f"> {rule_of_thumb_text(analysis.rule_of_thumb)}",
         "",
     ]
+    per_length = lengths_rule_text(lengths)
+    if per_length is not None:
+        lines += [f"> {per_length}", ""]
     if plots:
         lines += ["## Plots", ""]
         for caption, link in plots:

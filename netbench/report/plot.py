@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from netbench.capacity import CapacityCurve
 from netbench.figures import SEGMENTS, Cdf, PhaseBars
 
 PHASES_PNG = "network_latency_phases.png"
@@ -83,3 +84,48 @@ def write_plots(bars: PhaseBars, cdfs: Sequence[Cdf], folder: str | Path) -> lis
             cdf_figure(cdf).savefig(target / CDF_PNGS[cdf.phase])
             written.append((CDF_CAPTIONS[cdf.phase], target / CDF_PNGS[cdf.phase]))
     return written
+
+
+CAPACITY_TITLE = "Latency and completed rate against the offered rate (netbench capacity)"
+
+
+def capacity_figure(curve: CapacityCurve) -> Figure:
+    """Above: each latency a gate names, per offered rate (o passed, x failed), the gates'
+    bounds dashed; below: the completed rate against the offered one. The rate found is the
+    dotted vertical line."""
+    figure = Figure(figsize=(8, 7), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    latency, rates = figure.subplots(2, 1, sharex=True)
+    offered = np.array(curve.offered_rps, dtype=float)
+    passed = np.array(curve.passed, dtype=bool)
+    for key, values in curve.latencies_ms:
+        ys = np.array([np.nan if v is None else v for v in values], dtype=float)
+        (line,) = latency.plot(offered, ys, "-", label=key)
+        latency.plot(offered[passed], ys[passed], "o", color=line.get_color())
+        latency.plot(offered[~passed], ys[~passed], "x", color=line.get_color(), markersize=9)
+    for gate in curve.gate_lines:
+        latency.axhline(gate.bound_ms, linestyle="--", color="grey", linewidth=1, label=f"gate {gate.text}")
+    latency.set_ylabel("ms")
+    latency.set_yscale("log")
+    latency.grid(True, which="both", alpha=0.3)
+    rates.plot(offered, curve.achieved_rps, "o-", label="completed")
+    if offered.size:
+        rates.plot([0, offered.max()], [0, offered.max()], ":", color="grey", label="completed = offered")
+    if curve.saturated_rps is not None:
+        rates.axhline(curve.saturated_rps, linestyle="--", color="grey", linewidth=1, label="saturated throughput")
+    rates.set_xlabel("offered rate, requests/s")
+    rates.set_ylabel("requests/s")
+    rates.grid(True, alpha=0.3)
+    for ax in (latency, rates):
+        if curve.rate_rps is not None:
+            ax.axvline(curve.rate_rps, linestyle=":", color="black", label="highest rate meeting the gates" if ax is latency else None)
+        ax.legend(fontsize=8)
+    figure.suptitle(CAPACITY_TITLE)
+    return figure
+
+
+def write_capacity_plot(curve: CapacityCurve, path: str | Path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    capacity_figure(curve).savefig(target)
+    return target

@@ -1,5 +1,5 @@
 """Sentences about one run that the terminal table and the Markdown report both print: tokens
-against events, usage that disagrees with the stream, splits that cannot be known, and the
+per event, usage that disagrees with the stream, splits that cannot be known, and the
 server's own per-request timings beside the client's."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from netbench.split import ServerTimingJoin
 from netbench.summary import RunSummary
 
 
-def tokens_line(s: RunSummary) -> str | None:
-    if s.tokens_per_request is None:
+def events_line(s: RunSummary) -> str | None:
+    """Said only where events carried several tokens each (SGLang's stream interval, speculative
+    decoding, a proxy that coalesces)."""
+    events, tokens = s.events_per_request, s.tokens_per_request
+    if events is None or not events or tokens is None or abs(events - tokens) < 0.05:
         return None
-    line = f"tokens per request: {s.tokens_per_request:.1f}"
-    events = s.events_per_request
-    if events is not None and events and abs(events - s.tokens_per_request) >= 0.05:
-        line += f", in {events:.1f} events ({s.tokens_per_request / events:.2f} tokens an event: ITL is per token)"
-    return line
+    return f"token events per request: {events:.1f}, {tokens / events:.2f} tokens an event (ITL is per token)"
 
 
 def usage_line(s: RunSummary) -> str | None:
@@ -55,10 +54,8 @@ def server_timings_line(join: ServerTimingJoin) -> str:
     return "; ".join(parts)
 
 
-def run_lines(s: RunSummary, tokens: bool = True) -> list[str]:
-    """Every sentence above that applies to the run, in order (`tokens`: the tokens line too;
-    a table with a tokens column leaves it out)."""
+def run_lines(s: RunSummary) -> list[str]:
+    """Every sentence above that applies to the run, in order."""
     join = None if s.split is None else s.split.server_timings
-    lines = [tokens_line(s) if tokens else None, usage_line(s), uncertain_line(s),
-             None if join is None else server_timings_line(join)]  # fmt: skip
+    lines = [events_line(s), usage_line(s), uncertain_line(s), None if join is None else server_timings_line(join)]
     return [line for line in lines if line is not None]

@@ -11,6 +11,7 @@ from netbench.report.hosts import print_hosts
 from netbench.report.run_words import run_lines
 from netbench.report.server_counters import counters_line
 from netbench.report.units import ms, ms_signed
+from netbench.report.workload import throughput_lines, token_lines
 from netbench.summary import RunSummary, describe_load
 
 #: rows that split the latency into network and server parts, shown under a rule
@@ -60,7 +61,7 @@ def footer_lines(s: RunSummary) -> list[str]:
             f"rate: requested {load.requested_rps:g}/s ({load.arrival}), scheduled {scheduled}, sent {sent}; "
             f"at most {load.max_in_flight} in flight; ttfb/ttft/e2e from the intended send time"
         )
-    lines += run_lines(s)
+    lines += token_lines(s) + throughput_lines(s) + run_lines(s)
     if s.requests and s.ok == 0:
         lines.append("every request failed: the target did not serve this run")
     if s.clamped_marks:

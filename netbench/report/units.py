@@ -1,4 +1,4 @@
-"""How durations are written for people: µs in, milliseconds out."""
+"""How durations and shares are written for people: µs in, milliseconds out; a share as a percentage."""
 
 from __future__ import annotations
 
