@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from netbench.analysis import Analysis, analyse, load_ttft_ref, sorted_runs
+from netbench.analysis import analyse, load_ttft_ref, sorted_runs
 from netbench.capacity import CapacityResult, Limit, Probe, Search, Step, StepKind, capacity_curve, search, step_of
 from netbench.compare import compare_runs
 from netbench.datasets import load_dataset
@@ -370,7 +370,7 @@ def capacity(spec: RunSpec, bounds: Search, outputs: Outputs, env: Env, plot_pat
 
     found = search(measure, bounds, outputs.slos)
     if outputs.as_json:
-        print(json.dumps(plain(found), indent=2), file=env.stdout)
+        print(dumps(found), file=env.stdout)
     else:
         print_capacity(found, console(env.stdout))
     failures = write_each(_writes(runs, outputs))

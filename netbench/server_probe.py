@@ -36,7 +36,7 @@ def _post(spec: RunSpec, url: str, body: dict[str, Any] | bytes) -> tuple[int, A
     try:
         return fetched.status, json.loads(fetched.body)
     except (ValueError, RecursionError):
-        return status, None
+        return fetched.status, None
 
 
 @dataclass(frozen=True)

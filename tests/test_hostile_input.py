@@ -6,7 +6,6 @@ are tests/test_hostile_servers.py."""
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import math

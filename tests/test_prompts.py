@@ -243,3 +243,13 @@ def test_fields_a_server_refuses_are_left_out_and_said(monkeypatch):
     fields, note = server_probe.exact_output_fields(spec)
     assert fields == () and "refused ignore_eos and min_tokens" in (note or "")
     assert all(body["max_tokens"] == 1 and body["stream"] is False for _, body in strict.bodies)
+
+
+@pytest.mark.parametrize("body", [b"<html><body>404 Not Found</body></html>", b"", b"[" * 100_000])
+def test_a_probe_answer_that_is_not_json_reads_as_no_answer(monkeypatch, body):
+    """A proxy's HTML 404 on /tokenize (or garbage, or JSON too deep to parse) is the status and no answer."""
+    from netbench import server_probe
+    from netbench.curl import Fetched
+
+    monkeypatch.setattr(server_probe, "fetch", lambda spec, request: Fetched(404, body))
+    assert server_probe._post(RunSpec(url=URL, mode="completions", model="m"), URL + "/tokenize", {"prompt": "x"}) == (404, None)

@@ -201,8 +201,9 @@ def test_llama_server_streams_measured_and_counted(
     assert sorted(int(r["server_total_us"]) for r in records) == sorted(t.server_total_us for t in finals)
     join = summary["split"]["server_timings"]
     assert join["joined"] == N and join["join_rate"] == 1.0
-    beyond = summary["phases"]["ttft_beyond_server"]
-    assert beyond["count"] == N and 0 < beyond["p50_us"] < 50_000
+    beyond, ttft = summary["phases"]["ttft_beyond_server"], summary["phases"]["ttft"]
+    # one at a time it is small; with 4 in flight it holds the wait for a slot (the queue)
+    assert beyond["count"] == N and 0 < beyond["p50_us"] < (50_000 if concurrency == 1 else ttft["p50_us"])
     if concurrency == 1:
         # One request at a time: the n-th connection is the n-th request. The client waits for
         # the first token longer than the server spent on the prompt (queue, HTTP, network).
