@@ -8,7 +8,7 @@ OUT := benchmarks_out
 URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-unit bench bench-slm perf clean
+.PHONY: install test test-unit bench bench-slm perf truth clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ bench-slm: $(STAMP)
 # when missing); writes benchmarks_out/perf.md and perf.json. Not part of `make test`.
 perf: $(STAMP)
 	$(BIN)/python -m benchmarks.run_perf --out $(OUT)
+
+# netbench beside the truth server's log, one row per stream shape (TTFT, tokens, events, ITL;
+# the class of each failing shape): benchmarks_out/truth.md and truth.json. About a minute.
+truth: $(STAMP)
+	$(BIN)/python -m benchmarks.truth_table --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -103,3 +103,25 @@ def test_smoke_plan_writes_every_figure(tmp_path):
     section = rendered.split("## Missed targets, and what this run says limits them")[1]
     assert len([line for line in section.splitlines() if line.startswith("- ")]) == 7
     assert section.count("bare pycurl") == 6
+
+
+@pytest.mark.integration
+def test_truth_table_rows_agree_with_the_server(tmp_path):
+    """`make truth` with one stream case and one failing case: the counts each side saw agree,
+    and the figures reach the Markdown."""
+    from benchmarks import truth_table
+    from tests.servers.truth import TruthServer
+
+    stream_case = truth_table.Case("multi", "chat", 1, {"n": 8, "pattern": (1, 3)})
+    with TruthServer() as server:
+        row = truth_table.stream_row(stream_case, server, tmp_path, 3)
+    assert (row.requests, row.tokens, row.server_tokens, row.events, row.server_events) == (3, 24, 24, 12, 12)
+    assert 0 <= row.ttft_error_p50_ms <= row.ttft_error_max_ms and row.ttft_ms > row.server_first_token_ms > 0
+    failing_case = truth_table.Case("error", "chat", 1, {"n": 4}, every=2)
+    (tmp_path / "failing").mkdir()
+    with TruthServer() as server:
+        failed = truth_table.failing_row(failing_case, server, tmp_path / "failing", 6)
+    assert (failed.requests, failed.sent_shape, failed.failures, failed.ok) == (6, 3, {"stream_error": 3}, 3)
+    text = truth_table.markdown([row], [failed])
+    assert f"| {row.tokens} ({row.server_tokens}) | {row.events} ({row.server_events}) |" in text
+    assert "| error (n=4) | chat | 6 | 3 | stream_error 3 | 3 |" in text

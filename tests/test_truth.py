@@ -13,7 +13,6 @@ median. Token counts, event counts and failure classes must be exact.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,61 +21,16 @@ import pytest
 from netbench.outcomes import Outcome
 from netbench.phases import derive, select
 from netbench.results import RunResult
-from tests.cli import netbench
-from tests.servers.truth import RequestLog, TruthServer
+from tests.servers.truth import TruthServer
+from tests.truth_join import LATE_BOUND_NS, Joined, join, measure, server_itl_ns
 
 pytestmark = pytest.mark.integration
 
-#: 95 % of client instants are at most this late after the server's write began, and all within
-#: GROSS_BOUND_NS (loopback, a busy box)
-LATE_BOUND_NS = 2_000_000
+#: all client instants are at most this late after the server's write began (95 % within
+#: LATE_BOUND_NS; loopback, a busy box)
 GROSS_BOUND_NS = 20_000_000
 #: the median |client gap - server gap| of consecutive token events
 ITL_P50_BOUND_NS = 500_000
-TOKEN_KINDS = ("token", "content", "reasoning", "tool_call")
-
-
-@dataclass(frozen=True)
-class Joined:
-    record: np.void
-    events: np.ndarray
-    log: RequestLog
-
-    def client_ns(self, mark_us: int) -> int:
-        return int(self.record["transfer_start_ns"]) + int(mark_us) * 1000
-
-    @property
-    def server_token_events(self):
-        return [e for e in self.log.events if e.kind in TOKEN_KINDS and e.tokens > 0]
-
-
-def measure(url: str, mode: str, tmp_path: Path, *args: str, n: int = 8, concurrency: int = 1) -> tuple[RunResult, int]:
-    run_file = tmp_path / f"{mode}-c{concurrency}.json"
-    result = netbench(
-        "run", "--url", url, "--mode", mode, "--n", str(n), "--concurrency", str(concurrency),
-        "--max-tokens", "64", "--timeout", "20", "--no-progress", "-o", str(run_file), *args,
-    )  # fmt: skip
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    return RunResult.load(run_file), result.code
-
-
-def join(run: RunResult, logs: list[RequestLog]) -> list[Joined]:
-    """Each measured record with the server's log of the same request (warm-up requests and
-    the model probe have logs but no records)."""
-    owner = np.repeat(np.arange(len(run.records)), run.records["events_kept"])
-    joined = []
-    for index, record in enumerate(run.records):
-        # the server read the request's first byte after the transfer began and before any
-        # response byte reached the client
-        start = int(record["transfer_start_ns"]) - LATE_BOUND_NS
-        end = int(record["transfer_start_ns"]) + max(int(record["starttransfer_mark_us"]), 0) * 1000
-        matches = [
-            log for log in logs
-            if log.peer_port == record["local_port"] and log.first_byte_ns is not None and start <= log.first_byte_ns <= end
-        ]  # fmt: skip
-        assert len(matches) == 1, (index, record["local_port"], [m.request_id for m in matches])
-        joined.append(Joined(record, run.events[owner == index], matches[0]))
-    return joined
 
 
 class Lateness:
@@ -114,15 +68,6 @@ def assert_stream_truth(joined: list[Joined]) -> None:
         if log.complete_ns is not None:  # the end of the body is written right after [DONE]
             late.add(j.client_ns(r["total_mark_us"]), done.before_ns, "e2e")
     late.check()
-
-
-def server_itl_ns(j: Joined) -> list[float]:
-    """The server's per-token gaps: an event of k tokens after a gap g is k tokens of g / k."""
-    events = j.server_token_events
-    return [
-        (later.parts[-1].before_ns - earlier.parts[-1].before_ns) / later.tokens
-        for earlier, later in zip(events, events[1:]) for _ in range(later.tokens)
-    ]  # fmt: skip
 
 
 def assert_itl_truth(run: RunResult, joined: list[Joined]) -> None:
@@ -209,9 +154,10 @@ def test_reasoning_and_tool_call_tokens_are_tokens(truth_server: TruthServer, tm
 
 @pytest.mark.parametrize("shape", ["bom", "split", "keep-open", "interim-100", "interim-103"])
 def test_stream_shapes_are_measured_truly(truth_server: TruthServer, tmp_path: Path, shape: str) -> None:
-    run, code = measure(truth_server.openai_url(shape, n=6, head_ms=3), "completions", tmp_path, n=4)
+    # 8 requests: about 80 instants, so that the 95 % bound is not two descheduled writes
+    run, code = measure(truth_server.openai_url(shape, n=6, head_ms=3), "completions", tmp_path, n=8)
     assert code == 0, run.notes
-    joined = join(run, truth_server.log(wait_for=5 if shape != "keep-open" else 0))
+    joined = join(run, truth_server.log(wait_for=9 if shape != "keep-open" else 0))
     assert_stream_truth(joined)
     assert_itl_truth(run, joined)
     if shape.startswith("interim"):
@@ -223,7 +169,7 @@ def test_stream_shapes_are_measured_truly(truth_server: TruthServer, tmp_path: P
         late.check()
     if shape == "keep-open":
         # complete at [DONE]: no timeout, e2e the arrival of [DONE], and the note says what happened
-        assert run.counters["ended_at_done"] == 4 and all(j.log.complete_ns is None for j in joined)
+        assert run.counters["ended_at_done"] == 8 and all(j.log.complete_ns is None for j in joined)
         assert all(j.record["total_mark_us"] == j.record["done_mark_us"] for j in joined)
         assert any("held responses open after [DONE]" in note for note in run.notes)
 
