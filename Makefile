@@ -8,7 +8,7 @@ OUT := benchmarks_out
 URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-unit bench bench-slm perf truth clean
+.PHONY: install test test-unit bench bench-slm perf truth mutation clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ perf: $(STAMP)
 # the class of each failing shape): benchmarks_out/truth.md and truth.json. About a minute.
 truth: $(STAMP)
 	$(BIN)/python -m benchmarks.truth_table --out $(OUT)
+# Mutation testing of the measuring core (phases, sse, the TCP_INFO parse, curl.py's record
+# building) against its fast unit tests; writes benchmarks_out/mutation.md, fails on a surviving
+# mutant not listed as equivalent (benchmarks/mutation_equivalents.toml). Not part of `make test`.
+$(VENV)/.mutation-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[mutation]'
+	touch $@
+
+mutation: $(VENV)/.mutation-installed
+	$(BIN)/python -m benchmarks.mutation --out $(OUT)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants
