@@ -63,6 +63,11 @@ class Mutant:
     #: the reason it is equivalent, "" when it is not listed
     equivalent: str = ""
 
+    @property
+    def caught(self) -> bool:
+        """A test failed under it (killed) or it ran past its time (timeout): the score's numerator."""
+        return self.status in KILLED or self.status == TIMEOUT
+
 
 @dataclass
 class Tally:
@@ -102,7 +107,7 @@ class Report:
 
     @property
     def unexplained(self) -> list[Mutant]:
-        return [m for m in self.mutants if not m.equivalent and m.status not in KILLED and m.status != TIMEOUT]
+        return [m for m in self.mutants if not m.equivalent and not m.caught]
 
 
 def module_of(name: str) -> str | None:
@@ -172,7 +177,7 @@ def mutated_lines(diff: str) -> list[str]:
 def collect() -> Report:
     statuses = read_statuses()
     mutants = [Mutant(name, module, status) for name, status in statuses.items() if (module := module_of(name))]
-    not_killed = [m for m in mutants if m.status not in KILLED and m.status != TIMEOUT]
+    not_killed = [m for m in mutants if not m.caught]
     listed = {entry["mutant"]: entry for entry in tomllib.loads(EQUIVALENTS.read_text()).get("equivalent", [])}
     wanted = not_killed + [m for m in mutants if m.name in listed and m not in not_killed]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -188,7 +193,7 @@ def collect() -> Report:
         mutant = by_name.get(name)
         if mutant is None:
             report.stale.append(f"{name}: listed as equivalent, but no such mutant is in scope")
-        elif mutant.status in KILLED or mutant.status == TIMEOUT:
+        elif mutant.caught:
             report.stale.append(f"{name}: listed as equivalent, but a test kills it: remove it from the list")
         elif entry["mutation"].strip() not in mutated_lines(mutant.diff):
             report.stale.append(f"{name}: its diff no longer holds `{entry['mutation']}` (mutants renumbered?)")

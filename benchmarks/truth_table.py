@@ -16,8 +16,10 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -60,6 +62,9 @@ FAILING = (
     Case("malformed-huge", "completions", 2, {"n": 6, "size": 17 * 1024 * 1024}, every=3),
     *(Case(shape, "completions", 1, {}, every=2) for shape in ("http404", "http500")),
 )  # fmt: skip
+
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -159,26 +164,23 @@ def markdown(streams: list[StreamRow], failing: list[FailingRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_case(folder: Path, case: Case, row: Callable[[Case, TruthServer, Path, int], Row], n: int) -> Row:
+    """One case against a fresh truth server (ids and per-path counters start at 1), in its own folder."""
+    folder.mkdir()
+    with TruthServer() as server:
+        result = row(case, server, folder, n)
+    print(f"truth: {case.label} {case.mode} c={case.concurrency}", file=sys.stderr)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks_out"))
     parser.add_argument("--n", type=int, default=16, help="requests per stream case")
     args = parser.parse_args(argv)
-    streams: list[StreamRow] = []
-    failing: list[FailingRow] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for index, case in enumerate(STREAMS):
-            folder = Path(tmp) / f"stream-{index}"
-            folder.mkdir()
-            with TruthServer() as server:  # fresh per case: ids and per-path counters start at 1
-                streams.append(stream_row(case, server, folder, args.n))
-            print(f"truth: {case.label} {case.mode} c={case.concurrency}", file=sys.stderr)
-        for index, case in enumerate(FAILING):
-            folder = Path(tmp) / f"failing-{index}"
-            folder.mkdir()
-            with TruthServer() as server:
-                failing.append(failing_row(case, server, folder, 6))
-            print(f"truth: {case.label} {case.mode}", file=sys.stderr)
+        streams = [_run_case(Path(tmp) / f"stream-{i}", case, stream_row, args.n) for i, case in enumerate(STREAMS)]
+        failing = [_run_case(Path(tmp) / f"failing-{i}", case, failing_row, 6) for i, case in enumerate(FAILING)]
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(streams, failing)
     (args.out / "truth.md").write_text(text)
