@@ -3,7 +3,7 @@
 vLLM (and SGLang, with its own prefix) export latency histograms measured inside the server:
 time to first token, end-to-end latency, queue time. The difference of two scrapes is the
 server-side distribution of the requests sent in between; client minus server is the network +
-HTTP + framework overhead (DESIGN.md, "Network vs server split"). Bucket counts only bound a
+HTTP + framework overhead (docs/architecture.md, "Network vs server split"). Bucket counts only bound a
 percentile, so `bucket_percentile` interpolates linearly within the bucket, as Prometheus's
 `histogram_quantile` does, and every output says so.
 
