@@ -1,4 +1,4 @@
-"""TTFT vs HTTP latency as a function of prompt length: the seed's question ("is HTTP overhead
+"""TTFT vs HTTP latency as a function of prompt length: the question netbench grew from ("is HTTP overhead
 negligible next to TTFT?") answered per prompt length, from a sweep's runs at several
 `--input-tokens` (`netbench sweep --input-tokens 16,256,2048`).
 
