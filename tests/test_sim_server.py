@@ -578,7 +578,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decodes() -> None:
 def test_requests_beyond_max_num_seqs_wait_in_queue() -> None:
     step_ms, max_tokens = 10.0, 20
     with start_sim_server("--max-num-seqs", "2", "--step-ms", str(step_ms), "--ignore-eos") as url:
-        seen_waiting: set[float] = set()
+        seen: dict[str, set[float]] = {"vllm:num_requests_waiting": set(), "vllm:num_requests_running": set()}
 
         async def run() -> None:
             async with httpx.AsyncClient(timeout=30) as client:
@@ -589,13 +589,16 @@ def test_requests_beyond_max_num_seqs_wait_in_queue() -> None:
                 while not all(r.done() for r in requests):
                     metrics = await client.get(f"{url}/metrics")
                     for family in text_string_to_metric_families(metrics.text):
-                        if family.name == "vllm:num_requests_waiting":
-                            seen_waiting.add(family.samples[0].value)
+                        if family.name in seen:
+                            seen[family.name].add(family.samples[0].value)
                     await asyncio.sleep(0.01)
                 assert all(r.result().status_code == 200 for r in requests)
 
         asyncio.run(run())
-        assert max(seen_waiting) == 2
+        # Never more than two run; the two beyond them wait (more, for a moment, when requests
+        # arrive between steps: the engine admits at a step, as vLLM's scheduler does).
+        assert max(seen["vllm:num_requests_running"]) == 2
+        assert 2 <= max(seen["vllm:num_requests_waiting"]) <= 4
         metrics = Metrics(url)
         assert metrics.value("vllm:request_queue_time_seconds_count") == 4
         # The two queued requests cannot start before a running one has finished: max_tokens steps.

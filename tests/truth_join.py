@@ -12,7 +12,7 @@ from netbench.results import RunResult
 from tests.cli import netbench
 from tests.servers.truth import RequestLog
 
-#: 95 % of client instants are at most this late after the server's write began (loopback)
+#: most client instants (tests/test_truth.py: LATE_SHARE_PERCENT) are at most this late after the server's write began (loopback)
 LATE_BOUND_NS = 2_000_000
 TOKEN_KINDS = ("token", "content", "reasoning", "tool_call")
 
