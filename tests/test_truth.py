@@ -211,8 +211,8 @@ def test_an_idle_close_is_no_reset(truth_server: TruthServer, tmp_path: Path, id
     ],
 )
 def test_an_error_inside_a_200_stream_fails_that_request(truth_server: TruthServer, tmp_path: Path, shape: str, message: str) -> None:
-    # 12 requests: the 8 that stream give the 95 % bound over ~90 instants (a share one stall
-    # of the host cannot fill)
+    # 12 requests: the 8 that stream give LATE_SHARE_PERCENT ~90 instants (a share one stall of
+    # the host cannot fill)
     run, code = measure(truth_server.openai_url(shape, every=3, n=6), "chat", tmp_path, n=12)
     assert code == 1
     assert run.failures == {"stream_error": 4} and run.ok == 8

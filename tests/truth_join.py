@@ -12,7 +12,8 @@ from netbench.results import RunResult
 from tests.cli import netbench
 from tests.servers.truth import RequestLog
 
-#: most client instants (tests/test_truth.py: LATE_SHARE_PERCENT) are at most this late after the server's write began (loopback)
+#: LATE_SHARE_PERCENT (tests/test_truth.py) of client instants are at most this late after the
+#: server's write began (loopback)
 LATE_BOUND_NS = 2_000_000
 TOKEN_KINDS = ("token", "content", "reasoning", "tool_call")
 
