@@ -5,7 +5,8 @@ never with netbench, so a failure here points at the fixture. Two kinds of bound
 (nothing crosses the line faster than configured; an application's interval contains the
 log's, since both use one clock) and slack ones: HOST_BEST_MS for the hosts' own stacks in the
 best round (this process's medians depend on how loaded the 2 cores are, and are printed), and
-LATE_P50_MS/LATE_P99_MS for the emulator's departure error.
+LATE_P50_MS/LATE_P99_MS for the emulator's departure error. A slack bound raises HostNoise
+(tests/host_noise.py): a test that broke only such a bound is measured again, twice at most.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.host_noise import remeasured, within
 from tests.netem import netns
 from tests.netem.config import DropRule, LinkParams
 from tests.netem.line import REPO_ROOT, DelayLine, delay_line, skip_unless_available
@@ -37,7 +39,7 @@ from tests.servers.nginx import run_nginx
 from tests.servers.ports import alive
 from tests.servers.sim import start_sim_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, remeasured]
 
 MakeLine = Callable[..., DelayLine]
 MS = 1_000_000
@@ -140,14 +142,16 @@ def test_connect_time_is_two_one_way_delays(make_delay_line: MakeLine, family: i
     pairs = [_pair(line, family) for _ in range(5)]
     connects_ms = [pair.connect_ns / MS for pair in pairs]
     print(f"connect ms: {[round(c, 3) for c in connects_ms]}")
-    assert 20.0 <= min(connects_ms) <= 20.0 + HOST_BEST_MS
+    assert min(connects_ms) >= 20.0
+    within(min(connects_ms) <= 20.0 + HOST_BEST_MS, connects_ms)
     for pair in pairs:
         conn = line.connection(pair.port, pair.started_ns)
         assert conn.syn_retries == 0 and conn.syns[0].ip == (4 if family == socket.AF_INET else 6)
         # The application's interval contains the path's: same clock, exact.
         assert conn.connect_ns is not None and conn.connect_ns <= pair.connect_ns
         assert conn.handshake_rtt_ns is not None
-        assert 20 * MS <= conn.handshake_rtt_ns <= (20 + 2 * LATE_P99_MS) * MS
+        assert conn.handshake_rtt_ns >= 20 * MS
+        within(conn.handshake_rtt_ns <= (20 + 2 * LATE_P99_MS) * MS, conn.handshake_rtt_ns)
 
 
 @pytest.mark.parametrize(("one_way_ms", "jitter_ms", "rounds"),
@@ -166,15 +170,16 @@ def test_echo_round_trips(make_delay_line: MakeLine, one_way_ms: float, jitter_m
     print(f"{one_way_ms}+{jitter_ms} ms: rtt p50 {statistics.median(rtts_ms):.3f} ms, "
           f"min {min(rtts_ms):.3f}, max {max(rtts_ms):.3f}; host part p50 "
           f"{statistics.median(host_ms):.3f} ms; extra delay {min(extras_ms):.3f}..{max(extras_ms):.3f} ms")
-    assert 2 * one_way_ms <= min(rtts_ms) <= 2 * one_way_ms + 2 * jitter_ms + HOST_BEST_MS
-    assert 0 <= min(host_ms) <= HOST_BEST_MS
+    assert min(rtts_ms) >= 2 * one_way_ms and min(host_ms) >= 0
+    within(min(rtts_ms) <= 2 * one_way_ms + 2 * jitter_ms + HOST_BEST_MS, rtts_ms)
+    within(min(host_ms) <= HOST_BEST_MS, host_ms)
     assert min(extras_ms) >= 0
     # The line plans each packet's departure at the configured delay plus a draw in [0, jitter],
     # exactly; when it departs is the host's business, judged at the median (one packet the host
     # delayed by a few ms on a loaded machine is not the line's error).
     draws_ms = [(p.planned_ns - p.arrival_ns) / MS - one_way_ms for p in sent + echoed]
     assert all(0 <= draw <= jitter_ms for draw in draws_ms), draws_ms
-    assert precision(sent + echoed).p50_ns <= LATE_P50_MS * MS
+    within(precision(sent + echoed).p50_ns <= LATE_P50_MS * MS, precision(sent + echoed))
     if jitter_ms:
         # Uniform draws over 2 x rounds packets cover most of [0, jitter]; a missing jitter can't.
         assert max(draws_ms) - min(draws_ms) >= jitter_ms / 2
@@ -191,12 +196,12 @@ def test_log_delays_match_configured_delay_per_direction(make_delay_line: MakeLi
     for direction, one_way_ms in (("c2s", 3), ("s2c", 7)):
         delays = [p.delay_ns for p in delivered if p.dir == direction]
         assert min(delays) >= one_way_ms * MS
-        assert statistics.median(delays) <= (one_way_ms + LATE_P50_MS) * MS
+        within(statistics.median(delays) <= (one_way_ms + LATE_P50_MS) * MS, statistics.median(delays))
     assert all(p.planned_ns - p.arrival_ns == (3 if p.dir == "c2s" else 7) * MS for p in delivered)
     precision = line.precision()
     print(f"departure - planned over {precision.count} packets: p50 {precision.p50_ns / 1e3:.1f} us, "
           f"p99 {precision.p99_ns / 1e3:.1f} us, max {precision.max_ns / 1e3:.1f} us (sched {line.sched})")
-    assert precision.p50_ns <= LATE_P50_MS * MS and precision.p99_ns <= LATE_P99_MS * MS
+    within(precision.p50_ns <= LATE_P50_MS * MS and precision.p99_ns <= LATE_P99_MS * MS, precision)
     assert {(p.src, p.dst) for p in packets} == {(line.client.v4, line.server.v4),
                                                  (line.server.v4, line.client.v4)}
 
@@ -251,7 +256,8 @@ def test_dropped_syn_costs_the_kernel_syn_retransmit(make_delay_line: MakeLine) 
     line = make_delay_line(one_way_ms=5, drops=[DropRule("c2s", "syn")])
     pair = _pair(line)
     print(f"connect with the first SYN dropped: {pair.connect_ns / MS:.1f} ms")
-    assert (SYN_RTO_S * 1000 + 10) * MS <= pair.connect_ns <= (SYN_RTO_S * 1000 + 10 + 300) * MS
+    assert pair.connect_ns >= (SYN_RTO_S * 1000 + 10) * MS
+    within(pair.connect_ns <= (SYN_RTO_S * 1000 + 10 + 300) * MS, pair.connect_ns)
     conn = line.connection(pair.port, pair.started_ns)
     first, second = conn.syns
     assert first.drop == "rule" and not first.retransmit
@@ -260,7 +266,8 @@ def test_dropped_syn_costs_the_kernel_syn_retransmit(make_delay_line: MakeLine) 
     assert SYN_RTO_S * 1e9 <= second.arrival_ns - first.arrival_ns <= (SYN_RTO_S + 0.3) * 1e9
     assert conn.connect_ns is not None and conn.connect_ns <= pair.connect_ns
     assert conn.handshake_rtt_ns is not None
-    assert 10 * MS <= conn.handshake_rtt_ns <= (10 + 2 * LATE_P99_MS) * MS
+    assert conn.handshake_rtt_ns >= 10 * MS
+    within(conn.handshake_rtt_ns <= (10 + 2 * LATE_P99_MS) * MS, conn.handshake_rtt_ns)
 
 
 def test_dropped_data_segment_is_retransmitted(make_delay_line: MakeLine) -> None:

@@ -14,6 +14,9 @@ Bounds (docs/architecture.md, "Network vs server split"):
   at least 80 % of requests, and a jittering path is reported uncertain, not guessed;
 - always: network never exceeds the request, a retransmission's wait is network, never server,
   and a lost SYN's second is in connect once, never again in rtt.
+The time bounds raise HostNoise (tests/host_noise.py): a test whose only failure is one is
+measured again, twice at most (a busy CI box has left a fifth of 150 requests' marks off by
+milliseconds); the rest (what is network, what is server, what is counted once) hold at once.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import pytest
 from netbench.outcomes import Outcome
 from netbench.phases import JITTER_MIN_SHARE, JITTER_MIN_US, derive, select
 from netbench.results import RunResult
+from tests.host_noise import remeasured, within
 from tests.netem.config import DropRule
 from tests.netem.line import DelayLine
 from tests.netem.log import TcpConnection
 from tests.servers.nginx import run_nginx
 from tests.servers.sim import start_sim_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, remeasured]
 
 STEADY_BOUND_US = 500
 #: the RTT's error beyond the plumbing the request's own wait shows (see the steady test)
@@ -127,10 +131,10 @@ def assert_never_more_network_than_request(measured: Measured) -> None:
 
 def assert_band_covers_truth(measured: Measured) -> None:
     known = measured.known()
-    assert len(known) >= 0.8 * len(measured.truths)
+    within(len(known) >= 0.8 * len(measured.truths), (len(known), len(measured.truths)))
     error = np.abs(errors(measured, "server", "server_us"))
     band = measured.column("split_uncertainty")[known] + BAND_SLACK_US
-    assert np.mean(error <= band) >= COVERAGE, (np.mean(error <= band), np.median(error))
+    within(np.mean(error <= band) >= COVERAGE, (np.mean(error <= band), np.median(error)))
 
 
 @pytest.fixture
@@ -171,7 +175,7 @@ def test_a_steady_path_splits_exactly(sim_across, tmp_path: Path, one_way_ms: in
         assert ((rtt >= records["tcp_min_rtt_us"]) & (rtt <= records["handshake_rtt_us"])).all(), (line.sched, evidence)
         known = measured.known()
         beyond_band = np.abs(errors(measured, "server", "server_us")) - measured.column("split_uncertainty")[known]
-        assert np.median(beyond_band) <= STEADY_BOUND_US, (line.sched, evidence)
+        within(np.median(beyond_band) <= STEADY_BOUND_US, (line.sched, evidence))
         return
     # what the client waited beyond the log's path and server times is the TUN plumbing and
     # softirq work the kernel saw and the log did not (milliseconds on a loaded host): the RTT
@@ -179,12 +183,12 @@ def test_a_steady_path_splits_exactly(sim_across, tmp_path: Path, one_way_ms: in
     known = measured.known()
     unlogged = measured.column("wait")[known] - np.array([measured.truths[i].server_us + measured.truths[i].path_us for i in known])
     rtt_error = errors(measured, "rtt", "path_us")
-    assert np.median(rtt_error) >= -STEADY_RTT_BOUND_US, (line.sched, evidence)
-    assert np.median(rtt_error - np.maximum(unlogged, 0)) <= STEADY_RTT_BOUND_US, (line.sched, evidence)
-    assert abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US, (line.sched, evidence)
+    within(np.median(rtt_error) >= -STEADY_RTT_BOUND_US, (line.sched, evidence))
+    within(np.median(rtt_error - np.maximum(unlogged, 0)) <= STEADY_RTT_BOUND_US, (line.sched, evidence))
+    within(abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US, (line.sched, evidence))
     # a clean handshake leaves only a request whose marks a descheduled client stamped late
     # (wait below the floor) uncertain, and then by what the clamp took, not the jitter's width
-    assert np.median(measured.column("split_uncertainty")) <= STEADY_BOUND_US, (line.sched, evidence)
+    within(np.median(measured.column("split_uncertainty")) <= STEADY_BOUND_US, (line.sched, evidence))
 
 
 def test_jitter_is_reported_uncertain_and_its_band_holds_the_truth(sim_across, tmp_path: Path) -> None:
@@ -195,7 +199,7 @@ def test_jitter_is_reported_uncertain_and_its_band_holds_the_truth(sim_across, t
     assert measured.run.counters["split_uncertain"] >= 0.5 * 40
     # the median server time is not the jitter (it read 9 ms where the server took 0.5 ms): the
     # estimate can be off by up to the jitter's half width, which the band says
-    assert abs(np.median(errors(measured, "server", "server_us"))) <= 5000
+    within(abs(np.median(errors(measured, "server", "server_us"))) <= 5000, np.median(errors(measured, "server", "server_us")))
     assert_never_more_network_than_request(measured)
 
 
@@ -204,7 +208,7 @@ def test_jitter_at_concurrency_averages_out(sim_across, tmp_path: Path) -> None:
     measured = measure(line, url, "health", tmp_path, n=64, concurrency=8)
     assert_band_covers_truth(measured)
     assert measured.run.counters["split_uncertain"] >= 0.5 * 64
-    assert abs(np.median(errors(measured, "server", "server_us"))) <= 5000
+    within(abs(np.median(errors(measured, "server", "server_us"))) <= 5000, np.median(errors(measured, "server", "server_us")))
 
 
 def test_loss_books_retransmission_waits_as_network(sim_across, tmp_path: Path) -> None:
@@ -229,9 +233,10 @@ def test_a_lost_syn_is_counted_once(sim_across, tmp_path: Path) -> None:
     assert (records["syn_retries"] == 1).all()
     [retried] = np.flatnonzero(records["new_connection"])
     connect, rtt = measured.column("connect")[retried], measured.column("rtt")[retried]
-    assert connect >= 1_000_000 and 9_000 <= rtt <= 12_000  # the second is in connect, never again in rtt
+    assert connect >= 1_000_000 and rtt < 1_000_000  # the second is in connect, never again in rtt
+    within(9_000 <= rtt <= 12_000, rtt)
     assert measured.column("network")[retried] <= measured.column("e2e")[retried]
-    assert abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US
+    within(abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US, errors(measured, "server", "server_us"))
     assert_never_more_network_than_request(measured)
 
 
@@ -243,9 +248,9 @@ def test_ttft_after_headers_and_itl_are_the_servers_whatever_the_delay(sim_acros
     for phase, bound_us in (("ttft_after_headers", 2000), ("itl", 1000)):
         near_stats, far_stats = near.run.stats(phase), far.run.stats(phase)
         assert near_stats is not None and far_stats is not None
-        assert abs(near_stats.p50_us - far_stats.p50_us) <= bound_us, phase
+        within(abs(near_stats.p50_us - far_stats.p50_us) <= bound_us, (phase, near_stats.p50_us, far_stats.p50_us))
     ttfb_gap = far.run.stats("ttfb").p50_us - near.run.stats("ttfb").p50_us
-    assert 38_000 <= ttfb_gap <= 44_000  # one 40 ms round trip, to the headers
+    within(38_000 <= ttfb_gap <= 44_000, ttfb_gap)  # one 40 ms round trip, to the headers
 
 
 def test_tls_costs_round_trips_and_the_split_holds_over_https(make_delay_line, tmp_path: Path) -> None:
@@ -254,12 +259,14 @@ def test_tls_costs_round_trips_and_the_split_holds_over_https(make_delay_line, t
         measured = measure(line, f"{nginx.https_url}/null", "get", tmp_path, "--cacert", str(nginx.cacert_path),
                            "--header", "Connection: close", n=6)  # fmt: skip
     tls, connect = measured.run.stats("tls"), measured.run.stats("connect")
-    assert connect is not None and 19_000 <= connect.p50_us <= 24_000  # one round trip
-    assert tls is not None and 19_000 <= tls.p50_us <= 45_000  # TLS 1.3: one round trip (1.2: two)
+    assert connect is not None and tls is not None
+    within(19_000 <= connect.p50_us <= 24_000, connect.p50_us)  # one round trip
+    within(19_000 <= tls.p50_us <= 45_000, tls.p50_us)  # TLS 1.3: one round trip (1.2: two)
     # every request opened its connection: its rtt is the handshake's, which the log shows
     # (the server's session tickets keep its encrypted records apart from the response's)
     connections = line.connections()
     for record, rtt in zip(measured.run.records, measured.column("rtt")):
         handshake = next(c for c in connections if c.client_port == record["local_port"]).handshake_rtt_ns
-        assert handshake is not None and abs(rtt - handshake / 1000) <= STEADY_RTT_BOUND_US
+        assert handshake is not None
+        within(abs(rtt - handshake / 1000) <= STEADY_RTT_BOUND_US, (rtt, handshake / 1000))
     assert_never_more_network_than_request(measured)

@@ -8,7 +8,9 @@ reports (no byte can arrive earlier: an anchor or offset error shows here first)
 follow it within 0.5 ms, 80 % within 2 ms and all within 20 ms (a shared 2-core machine
 deschedules a process now and then, the server's as often as the client's: 3-5 % of instants
 come 1.5-4 ms late; a systematic error moves them all); ITL gaps match the server's within 0.5 ms at the
-median. Token counts, event counts and failure classes must be exact.
+median. These timing bounds raise HostNoise (tests/host_noise.py): a test whose only failure is
+one is measured again, twice at most, since a busy CI box has put a fifth of one test's instants
+past 2 ms. Causality, token counts, event counts and failure classes must be exact, at once.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ import pytest
 from netbench.outcomes import Outcome
 from netbench.phases import derive, select
 from netbench.results import RunResult
+from tests.host_noise import remeasured, within
 from tests.servers.truth import TruthServer
-from tests.truth_join import LATE_BOUND_NS, Joined, join, measure, server_itl_ns
+from tests.truth_join import Joined, join, measure, server_itl_ns
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, remeasured]
 
 #: all client instants are at most this late after the server's write began (LATE_SHARE_PERCENT
 #: within LATE_BOUND_NS, half within LATE_P50_BOUND_NS; loopback, a busy box)
 GROSS_BOUND_NS = 20_000_000
+#: LATE_SHARE_PERCENT of client instants are at most this late after the server's write began
+LATE_BOUND_NS = 2_000_000
 #: the share within LATE_BOUND_NS: on this 2-core machine 3-5 % of instants come 1.5-4 ms late,
 #: the server's own write as late against its plan in most of them (both processes descheduled),
 #: and a clean-clone run saw 10 % of one test's instants 2.1-8.9 ms late
@@ -50,13 +55,16 @@ class Lateness:
 
     def add(self, client_ns: int, server_before_ns: int, what: str) -> None:
         late = client_ns - server_before_ns
-        assert 0 <= late <= GROSS_BOUND_NS, f"{what}: client {late / 1e6:+.3f} ms after the server's write began"
+        detail = f"{what}: client {late / 1e6:+.3f} ms after the server's write began"
+        assert late >= 0, detail  # never before the server wrote it: no host can cause that
+        within(late <= GROSS_BOUND_NS, detail)
         self.late_ns[client_ns, server_before_ns] = late
 
     def check(self) -> None:
         late = sorted(self.late_ns.values())
-        assert late and statistics.median(late) <= LATE_P50_BOUND_NS, (statistics.median(late), late[-8:])
-        assert np.percentile(late, LATE_SHARE_PERCENT) <= LATE_BOUND_NS, (np.percentile(late, LATE_SHARE_PERCENT), late[-8:])
+        assert late
+        within(statistics.median(late) <= LATE_P50_BOUND_NS, (statistics.median(late), late[-8:]))
+        within(np.percentile(late, LATE_SHARE_PERCENT) <= LATE_BOUND_NS, (np.percentile(late, LATE_SHARE_PERCENT), late[-8:]))
 
 
 def assert_stream_truth(joined: list[Joined]) -> None:
@@ -88,12 +96,13 @@ def assert_itl_truth(run: RunResult, joined: list[Joined]) -> None:
         server = [e.parts[-1].before_ns for e in j.server_token_events]
         client = [j.client_ns(mark) for mark in j.events["mark_us"]]
         differences += [abs((c2 - c1) - (s2 - s1)) for c1, c2, s1, s2 in zip(client, client[1:], server, server[1:])]
-    assert differences and statistics.median(differences) <= ITL_P50_BOUND_NS, statistics.median(differences)
+    assert differences
+    within(statistics.median(differences) <= ITL_P50_BOUND_NS, statistics.median(differences))
     ok, events = select(run.records, run.events, run.records["error_class"] == Outcome.OK)
     measured = np.sort(derive(ok, events).values_us["itl"]) * 1000
     truth = np.sort(np.array([g for j in joined for g in server_itl_ns(j)]))
     assert measured.size == truth.size
-    assert abs(np.median(measured) - np.median(truth)) <= ITL_P50_BOUND_NS
+    within(abs(np.median(measured) - np.median(truth)) <= ITL_P50_BOUND_NS, (np.median(measured), np.median(truth)))
     stats = run.stats("itl")
     assert stats is not None and stats.count == truth.size
 

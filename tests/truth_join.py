@@ -12,9 +12,6 @@ from netbench.results import RunResult
 from tests.cli import netbench
 from tests.servers.truth import RequestLog
 
-#: LATE_SHARE_PERCENT (tests/test_truth.py) of client instants are at most this late after the
-#: server's write began (loopback)
-LATE_BOUND_NS = 2_000_000
 TOKEN_KINDS = ("token", "content", "reasoning", "tool_call")
 
 
@@ -48,17 +45,18 @@ def join(run: RunResult, logs: list[RequestLog]) -> list[Joined]:
     the model probe have logs but no records)."""
     owner = np.repeat(np.arange(len(run.records)), run.records["events_kept"])
     joined = []
+    used: set[int] = set()
     for index, record in enumerate(run.records):
-        # the server read the request's first byte after the transfer began and before any
-        # response byte reached the client
-        start = int(record["transfer_start_ns"]) - LATE_BOUND_NS
+        # the server read the request's first byte before any response byte reached the client,
+        # and after the previous response on the connection: the latest such read on its port
+        # (an anchor a stalled client stamped late moves `end` later, never earlier)
         end = int(record["transfer_start_ns"]) + max(int(record["starttransfer_mark_us"]), 0) * 1000
-        matches = [
-            log for log in logs
-            if log.peer_port == record["local_port"] and log.first_byte_ns is not None and start <= log.first_byte_ns <= end
-        ]  # fmt: skip
-        assert len(matches) == 1, (index, record["local_port"], [m.request_id for m in matches])
-        joined.append(Joined(record, run.events[owner == index], matches[0]))
+        reads = [log for log in logs if log.peer_port == record["local_port"] and log.first_byte_ns is not None and log.first_byte_ns <= end]
+        assert reads, (index, record["local_port"])
+        match = max(reads, key=lambda log: log.first_byte_ns)
+        assert match.request_id not in used, (index, record["local_port"], match.request_id)
+        used.add(match.request_id)
+        joined.append(Joined(record, run.events[owner == index], match))
     return joined
 
 
