@@ -21,11 +21,12 @@ $(STAMP): setup.cfg pyproject.toml
 # Installs what the tests need (nginx; llama.cpp's llama-server with SmolLM2, built once per
 # machine into ~/.cache/netbench/: ~5 min on 2 cores, ms after; wrk), then runs every test.
 # pytest's exit code 5 (no tests collected) fails the target like any other non-zero code.
+# -rsR: the summary names each test a timing bound had measured again (tests/host_noise.py), and why.
 test: $(STAMP)
 	bash scripts/ensure_nginx.sh
 	bash scripts/ensure_slm.sh >/dev/null
 	bash scripts/ensure_wrk.sh
-	$(BIN)/python -m pytest -p no:cacheprovider -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider -rsR $(PYTEST_ARGS)
 
 # The unit tests alone, in well under a minute, with nothing to install: no server, no
 # subprocess (tests/conftest.py fails a test outside `integration` that starts one).
