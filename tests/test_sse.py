@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netbench.sse import MAX_EVENT_BYTES, EventKind, SSEParser, interpret
+from netbench.sse import MAX_EVENT_BYTES, Event, EventKind, SSEParser, interpret
 
 BOM = b"\xef\xbb\xbf"
 
@@ -197,3 +197,96 @@ def test_interpret_is_total_on_any_json(value, event_type):
 @given(data=st.binary(max_size=200), event_type=st.binary(max_size=8))
 def test_interpret_is_total_on_any_bytes(data, event_type):
     assert isinstance(interpret(data, event_type).kind, EventKind)
+
+
+# -- exact values, one per behaviour mutation testing found unguarded (make mutation) ----------
+
+
+def _events(*chunks: bytes) -> list[tuple[bytes, bytes]]:
+    parser = SSEParser()
+    return [event for chunk in chunks for event in parser.feed(chunk)]
+
+
+def test_a_cr_ending_one_chunk_and_the_lf_starting_the_next_are_one_line_end():
+    # a second LF would be a blank line: "a" and "b" would become two events; and the CR only
+    # ever swallows the one LF right after it, not the next chunk's
+    assert _events(b"data: a\r", b"\ndata: b\n\n", b"data: c\n", b"\n") == [(b"", b"a\nb"), (b"", b"c")]
+    assert _events(b"data: a\r\ndata: b\r\n\r\n") == [(b"", b"a\nb")]
+
+
+def test_a_bom_after_the_start_is_data_not_ignored():
+    # the BOM glued to a field name makes an unknown field: the second event never forms
+    assert _events(b"data: a\n\n", BOM + b"data: b\n\n", b"\xef") == [(b"", b"a")]
+    assert _events(b"data: a\n\n", b"\xef\xbb", b"\xbf\n") == [(b"", b"a")]
+
+
+def test_an_event_type_without_the_space_keeps_its_first_letter():
+    assert _events(b"event:error\ndata: x\n\n", b"event:  two\ndata:y\n\n") == [(b"error", b"x"), (b" two", b"y")]
+
+
+def test_a_line_of_exactly_the_bound_is_still_parsed():
+    line = b"data: " + b"x" * (MAX_EVENT_BYTES - 6)
+    parser = SSEParser()
+    assert parser.feed(line) == [] and not parser.overflowed
+    assert parser.feed(b"\n\n") == [(b"", line[6:])]
+
+
+def _chat_event(*deltas: dict, **body: object) -> bytes:
+    return json.dumps({"choices": [{"delta": delta} for delta in deltas], **body}).encode()
+
+
+def test_any_choice_with_a_token_makes_the_event_a_token():
+    assert interpret(_chat_event({"content": "a"}, {})) == Event(EventKind.TOKEN, content=True)
+    assert interpret(_chat_event({"reasoning": "r"}, {})) == Event(EventKind.TOKEN, content=False)
+    assert interpret(json.dumps({"choices": [{"text": "a"}, {"text": ""}]}).encode()) == Event(EventKind.TOKEN, content=True)
+    # text and a null delta.content in one choice: the text is content
+    assert interpret(json.dumps({"choices": [{"text": "a", "delta": {"content": None}}]}).encode()).content is True
+
+
+def test_a_tool_call_with_only_an_id_opens_a_call_and_is_a_token():
+    assert interpret(_chat_event({"tool_calls": [{"id": "call_1", "type": "function"}]})).kind is EventKind.TOKEN
+    assert interpret(_chat_event({"tool_calls": [{"index": 0, "type": "function"}]})).kind is EventKind.OTHER
+
+
+def test_each_wrong_field_is_named_in_the_message():
+    cases = {
+        _chat_event({"tool_calls": [5]}): "delta.tool_calls holds a non-object",
+        _chat_event({"tool_calls": [{"function": "f"}]}): "delta.tool_calls[].function is not an object",
+        _chat_event({"tool_calls": [{"function": {"name": 1}}]}): "tool call name is not a string",
+        _chat_event({"tool_calls": [{"function": {"arguments": 1}}]}): "tool call arguments is not a string",
+        _chat_event({"content": 1}): "delta.content is not a string",
+        _chat_event({"reasoning_content": 1}): "delta.reasoning_content is not a string",
+        _chat_event({"reasoning": 1}): "delta.reasoning is not a string",
+        _chat_event(usage={"prompt_tokens": "3"}): "usage.prompt_tokens is not a token count",
+        _chat_event(usage={"completion_tokens": 2**31}): "usage.completion_tokens is not a token count",
+        _chat_event(netbench_sent_ns=-2): "netbench_sent_ns is not a monotonic stamp",
+    }
+    for data, why in cases.items():
+        assert interpret(data) == Event(EventKind.MALFORMED, message=why), data
+
+
+def test_every_field_of_a_full_event_is_its_own():
+    # 1 is each field's first value that is neither a default (-1) nor a count's 0
+    assert interpret(_chat_event({"reasoning": "r"}, usage={"completion_tokens": 1})) == Event(EventKind.TOKEN, False, 1, -1)
+    assert interpret(_chat_event({"content": "c"}, usage={"prompt_tokens": 1})) == Event(EventKind.TOKEN, True, -1, 1)
+    assert interpret(_chat_event({}, netbench_sent_ns=1)) == Event(EventKind.OTHER, sent_ns=1)
+    assert interpret(_chat_event({}, usage={"completion_tokens": 0, "prompt_tokens": 2**31 - 1})) == Event(EventKind.OTHER, False, 0, 2**31 - 1)
+    assert interpret(_chat_event({}, netbench_sent_ns=2**63 - 1)).sent_ns == 2**63 - 1
+    assert interpret(_chat_event({}, netbench_sent_ns=-1, usage=None)) == Event(EventKind.OTHER)
+    assert interpret(_chat_event({"content": "c"}, usage={})) == Event(EventKind.TOKEN, content=True)
+    timings = {"prompt_ms": 1.5, "predicted_ms": 2.0}
+    assert interpret(_chat_event({}, timings=timings)) == Event(EventKind.OTHER, timings=timings)
+    assert interpret(_chat_event({"content": "c"}, timings=[1])) == Event(EventKind.TOKEN, content=True)
+
+
+def test_an_error_objects_words_are_its_message_then_detail_then_type():
+    cases = [
+        ({"detail": "d", "type": "t"}, "d"),
+        ({"type": "t", "code": 1}, "t"),
+        ({"code": 503}, '{"code": 503}'),
+    ]
+    for error, message in cases:
+        assert interpret(json.dumps({"error": error}).encode()) == Event(EventKind.ERROR, message=message)
+    assert interpret(b'{"error": "", "choices": []}') == Event(EventKind.OTHER)
+    # an error event whose data is not UTF-8 still says what it can
+    assert interpret(b"\xffengine\xfe", b"error") == Event(EventKind.ERROR, message="\ufffdengine\ufffd")
