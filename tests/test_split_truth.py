@@ -15,8 +15,8 @@ Bounds (docs/architecture.md, "Network vs server split"):
 - always: network never exceeds the request, a retransmission's wait is network, never server,
   and a lost SYN's second is in connect once, never again in rtt.
 The time bounds raise HostNoise (tests/host_noise.py): a test whose only failure is one is
-measured again, twice at most (a busy CI box has left a fifth of 150 requests' marks off by
-milliseconds); the rest (what is network, what is server, what is counted once) hold at once.
+measured again, twice at most (a busy CI box has left 45 % of 150 requests' server times
+outside their band); the rest (what is network, what is server, what is counted once) hold at once.
 """
 
 from __future__ import annotations
@@ -199,7 +199,8 @@ def test_jitter_is_reported_uncertain_and_its_band_holds_the_truth(sim_across, t
     assert measured.run.counters["split_uncertain"] >= 0.5 * 40
     # the median server time is not the jitter (it read 9 ms where the server took 0.5 ms): the
     # estimate can be off by up to the jitter's half width, which the band says
-    within(abs(np.median(errors(measured, "server", "server_us"))) <= 5000, np.median(errors(measured, "server", "server_us")))
+    server_error_us = np.median(errors(measured, "server", "server_us"))
+    within(abs(server_error_us) <= 5000, server_error_us)
     assert_never_more_network_than_request(measured)
 
 
@@ -208,7 +209,8 @@ def test_jitter_at_concurrency_averages_out(sim_across, tmp_path: Path) -> None:
     measured = measure(line, url, "health", tmp_path, n=64, concurrency=8)
     assert_band_covers_truth(measured)
     assert measured.run.counters["split_uncertain"] >= 0.5 * 64
-    within(abs(np.median(errors(measured, "server", "server_us"))) <= 5000, np.median(errors(measured, "server", "server_us")))
+    server_error_us = np.median(errors(measured, "server", "server_us"))
+    within(abs(server_error_us) <= 5000, server_error_us)
 
 
 def test_loss_books_retransmission_waits_as_network(sim_across, tmp_path: Path) -> None:
@@ -236,7 +238,8 @@ def test_a_lost_syn_is_counted_once(sim_across, tmp_path: Path) -> None:
     assert connect >= 1_000_000 and rtt < 1_000_000  # the second is in connect, never again in rtt
     within(9_000 <= rtt <= 12_000, rtt)
     assert measured.column("network")[retried] <= measured.column("e2e")[retried]
-    within(abs(np.median(errors(measured, "server", "server_us"))) <= STEADY_BOUND_US, errors(measured, "server", "server_us"))
+    server_errors_us = errors(measured, "server", "server_us")
+    within(abs(np.median(server_errors_us)) <= STEADY_BOUND_US, server_errors_us)
     assert_never_more_network_than_request(measured)
 
 

@@ -91,8 +91,10 @@ def test_an_incomplete_event_is_held_back():
     assert parser.feed(b"\n") == [(b"", b"[DONE]")]
 
 
-def _chat(delta: dict, **extra: object) -> bytes:
-    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}).encode()
+def _chat(*deltas: dict, **extra: object) -> bytes:
+    """A chat chunk with one choice per delta."""
+    choices = [{"index": index, "delta": delta, "finish_reason": None} for index, delta in enumerate(deltas)]
+    return json.dumps({"choices": choices, **extra}).encode()
 
 
 def _completion(text: object, **extra: object) -> bytes:
@@ -231,35 +233,31 @@ def test_a_line_of_exactly_the_bound_is_still_parsed():
     assert parser.feed(b"\n\n") == [(b"", line[6:])]
 
 
-def _chat_event(*deltas: dict, **body: object) -> bytes:
-    return json.dumps({"choices": [{"delta": delta} for delta in deltas], **body}).encode()
-
-
 def test_any_choice_with_a_token_makes_the_event_a_token():
-    assert interpret(_chat_event({"content": "a"}, {})) == Event(EventKind.TOKEN, content=True)
-    assert interpret(_chat_event({"reasoning": "r"}, {})) == Event(EventKind.TOKEN, content=False)
+    assert interpret(_chat({"content": "a"}, {})) == Event(EventKind.TOKEN, content=True)
+    assert interpret(_chat({"reasoning": "r"}, {})) == Event(EventKind.TOKEN, content=False)
     assert interpret(json.dumps({"choices": [{"text": "a"}, {"text": ""}]}).encode()) == Event(EventKind.TOKEN, content=True)
     # text and a null delta.content in one choice: the text is content
     assert interpret(json.dumps({"choices": [{"text": "a", "delta": {"content": None}}]}).encode()).content is True
 
 
 def test_a_tool_call_with_only_an_id_opens_a_call_and_is_a_token():
-    assert interpret(_chat_event({"tool_calls": [{"id": "call_1", "type": "function"}]})).kind is EventKind.TOKEN
-    assert interpret(_chat_event({"tool_calls": [{"index": 0, "type": "function"}]})).kind is EventKind.OTHER
+    assert interpret(_chat({"tool_calls": [{"id": "call_1", "type": "function"}]})).kind is EventKind.TOKEN
+    assert interpret(_chat({"tool_calls": [{"index": 0, "type": "function"}]})).kind is EventKind.OTHER
 
 
 def test_each_wrong_field_is_named_in_the_message():
     cases = {
-        _chat_event({"tool_calls": [5]}): "delta.tool_calls holds a non-object",
-        _chat_event({"tool_calls": [{"function": "f"}]}): "delta.tool_calls[].function is not an object",
-        _chat_event({"tool_calls": [{"function": {"name": 1}}]}): "tool call name is not a string",
-        _chat_event({"tool_calls": [{"function": {"arguments": 1}}]}): "tool call arguments is not a string",
-        _chat_event({"content": 1}): "delta.content is not a string",
-        _chat_event({"reasoning_content": 1}): "delta.reasoning_content is not a string",
-        _chat_event({"reasoning": 1}): "delta.reasoning is not a string",
-        _chat_event(usage={"prompt_tokens": "3"}): "usage.prompt_tokens is not a token count",
-        _chat_event(usage={"completion_tokens": 2**31}): "usage.completion_tokens is not a token count",
-        _chat_event(netbench_sent_ns=-2): "netbench_sent_ns is not a monotonic stamp",
+        _chat({"tool_calls": [5]}): "delta.tool_calls holds a non-object",
+        _chat({"tool_calls": [{"function": "f"}]}): "delta.tool_calls[].function is not an object",
+        _chat({"tool_calls": [{"function": {"name": 1}}]}): "tool call name is not a string",
+        _chat({"tool_calls": [{"function": {"arguments": 1}}]}): "tool call arguments is not a string",
+        _chat({"content": 1}): "delta.content is not a string",
+        _chat({"reasoning_content": 1}): "delta.reasoning_content is not a string",
+        _chat({"reasoning": 1}): "delta.reasoning is not a string",
+        _chat(usage={"prompt_tokens": "3"}): "usage.prompt_tokens is not a token count",
+        _chat(usage={"completion_tokens": 2**31}): "usage.completion_tokens is not a token count",
+        _chat(netbench_sent_ns=-2): "netbench_sent_ns is not a monotonic stamp",
     }
     for data, why in cases.items():
         assert interpret(data) == Event(EventKind.MALFORMED, message=why), data
@@ -267,16 +265,16 @@ def test_each_wrong_field_is_named_in_the_message():
 
 def test_every_field_of_a_full_event_is_its_own():
     # 1 is each field's first value that is neither a default (-1) nor a count's 0
-    assert interpret(_chat_event({"reasoning": "r"}, usage={"completion_tokens": 1})) == Event(EventKind.TOKEN, False, 1, -1)
-    assert interpret(_chat_event({"content": "c"}, usage={"prompt_tokens": 1})) == Event(EventKind.TOKEN, True, -1, 1)
-    assert interpret(_chat_event({}, netbench_sent_ns=1)) == Event(EventKind.OTHER, sent_ns=1)
-    assert interpret(_chat_event({}, usage={"completion_tokens": 0, "prompt_tokens": 2**31 - 1})) == Event(EventKind.OTHER, False, 0, 2**31 - 1)
-    assert interpret(_chat_event({}, netbench_sent_ns=2**63 - 1)).sent_ns == 2**63 - 1
-    assert interpret(_chat_event({}, netbench_sent_ns=-1, usage=None)) == Event(EventKind.OTHER)
-    assert interpret(_chat_event({"content": "c"}, usage={})) == Event(EventKind.TOKEN, content=True)
+    assert interpret(_chat({"reasoning": "r"}, usage={"completion_tokens": 1})) == Event(EventKind.TOKEN, False, 1, -1)
+    assert interpret(_chat({"content": "c"}, usage={"prompt_tokens": 1})) == Event(EventKind.TOKEN, True, -1, 1)
+    assert interpret(_chat({}, netbench_sent_ns=1)) == Event(EventKind.OTHER, sent_ns=1)
+    assert interpret(_chat({}, usage={"completion_tokens": 0, "prompt_tokens": 2**31 - 1})) == Event(EventKind.OTHER, False, 0, 2**31 - 1)
+    assert interpret(_chat({}, netbench_sent_ns=2**63 - 1)).sent_ns == 2**63 - 1
+    assert interpret(_chat({}, netbench_sent_ns=-1, usage=None)) == Event(EventKind.OTHER)
+    assert interpret(_chat({"content": "c"}, usage={})) == Event(EventKind.TOKEN, content=True)
     timings = {"prompt_ms": 1.5, "predicted_ms": 2.0}
-    assert interpret(_chat_event({}, timings=timings)) == Event(EventKind.OTHER, timings=timings)
-    assert interpret(_chat_event({"content": "c"}, timings=[1])) == Event(EventKind.TOKEN, content=True)
+    assert interpret(_chat({}, timings=timings)) == Event(EventKind.OTHER, timings=timings)
+    assert interpret(_chat({"content": "c"}, timings=[1])) == Event(EventKind.TOKEN, content=True)
 
 
 def test_an_error_objects_words_are_its_message_then_detail_then_type():
