@@ -96,6 +96,8 @@ class Step:
     gates: tuple[GateOutcome, ...]
     passed: bool
     client_bound: bool
+    #: why the client, not the server, may have limited the step (the run summary's reasons)
+    client_bound_reasons: tuple[str, ...]
     interrupted: bool = field(metadata=NOT_SERIALISED)
     summary: RunSummary = field(metadata=NOT_SERIALISED)
 
@@ -165,6 +167,7 @@ def step_of(probe: Probe, run: Run, slos: Sequence[Slo], max_error_rate: float) 
         gates=gates,
         passed=passed,
         client_bound=s.client_bound,
+        client_bound_reasons=s.client_bound_reasons,
         interrupted=s.interrupted,
         summary=s,
     )
@@ -209,7 +212,8 @@ def search(measure: Callable[[Probe], Step], bounds: Search, gates: Sequence[str
         if step.interrupted:
             return result(low, high, Limit.INTERRUPTED)
         if step.client_bound:
-            return result(low, high, Limit.CLIENT, f"the client could not offer {rate:.4g} requests/s (client-bound): the answer is a lower bound")
+            why = "; ".join(step.client_bound_reasons)
+            return result(low, high, Limit.CLIENT, f"the client could not offer {rate:.4g} requests/s (client-bound: {why}): the answer is a lower bound")
         if step.passed:
             low = rate
         else:

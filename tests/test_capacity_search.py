@@ -34,8 +34,9 @@ class ModelServer:
         else:
             assert probe.rate_rps is not None
             achieved, passed = min(probe.rate_rps, self.saturated), probe.rate_rps <= self.knee
-        return Step(probe.kind, probe.rate_rps, probe.concurrency, achieved, 10, 0.0, 1, 2, 3, 4, None, (),
-                    passed, client_bound=(probe.rate_rps or 0) > self.client_limit, interrupted=False, summary=summary)  # fmt: skip
+        reasons = (f"worker 0 used 97 % of a CPU at {probe.rate_rps:g}/s",) if (probe.rate_rps or 0) > self.client_limit else ()
+        return Step(probe.kind, probe.rate_rps, probe.concurrency, achieved, 10, 0.0, 1, 2, 3, 4, None, (), passed,
+                    client_bound=bool(reasons), client_bound_reasons=reasons, interrupted=False, summary=summary)  # fmt: skip
 
 
 @pytest.mark.parametrize("knee", [3.3, 10.0, 17.7, 55.0])
@@ -84,7 +85,8 @@ def test_no_rate_when_one_request_at_a_time_fails():
 def test_a_client_bound_step_ends_the_search_with_a_lower_bound():
     found = search(ModelServer(knee=100.0, saturated=50.0, client_limit=60.0), Search(), ["g"])
     # 50/s (the saturated throughput) passes, then 55/s, and 110/s is more than the client can offer
-    assert found.limit is Limit.CLIENT and found.rate_rps == pytest.approx(55.0) and "client-bound" in (found.note or "")
+    assert found.limit is Limit.CLIENT and found.rate_rps == pytest.approx(55.0)
+    assert found.note == "the client could not offer 110 requests/s (client-bound: worker 0 used 97 % of a CPU at 110/s): the answer is a lower bound"
 
 
 def test_the_curve_and_the_words():

@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slm]
 
 N = 8
 MAX_TOKENS = 16
-# Prompts the model does not finish within MAX_TOKENS, so every stream runs to the limit (one event
-# per output token: a stream that ends on EOS counts the EOS token in usage but sends no text).
+# Prompts the model rarely finishes within MAX_TOKENS; the runs also ask for exactly MAX_TOKENS
+# (--output-tokens: ignore_eos), so every stream runs to the limit, one event per output token.
 PROMPTS = {"completions": "1, 2, 3, 4, 5,", "chat": "Write a long story about a lighthouse keeper."}
 
 
@@ -132,6 +132,17 @@ def streams(tap: Tap) -> list[list[dict]]:
     return found
 
 
+def unstreamed_completions(tap: Tap) -> list[dict]:
+    """Every JSON (not streamed) completion the server sent through the tap: the probes netbench
+    sends before the load (which output-length fields the server takes)."""
+    found = []
+    for received in tap.received:
+        for headers, body in responses(bytes(received)):
+            if headers.get("content-type", "").startswith("application/json") and "usage" in (answer := json.loads(body)):
+                found.append(answer)
+    return found
+
+
 def scrape_counters(base_url: str) -> dict[str, float]:
     """llama.cpp's /metrics counters, read with a plain HTTP client and a plain line split."""
     with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as response:
@@ -150,7 +161,7 @@ def test_llama_server_streams_measured_and_counted(
     raw = tmp_path / "raw.csv"
     result = netbench(
         "run", "--url", f"{tap.url}/v1", "--mode", mode, "--concurrency", str(concurrency), "--n", str(N),
-        "--max-tokens", str(MAX_TOKENS), "--prompt", PROMPTS[mode], "--json", "--no-progress", "--raw", str(raw),
+        "--output-tokens", str(MAX_TOKENS), "--prompt", PROMPTS[mode], "--json", "--no-progress", "--raw", str(raw),
     )  # fmt: skip
     after = scrape_counters(slm_server.base_url)
     assert result.code == 0, result.stdout + result.stderr
@@ -188,11 +199,15 @@ def test_llama_server_streams_measured_and_counted(
     assert summary["tokens_per_request"] == pytest.approx(MAX_TOKENS)
     # One inter-token gap per token after the first, per stream.
     assert summary["phases"]["itl"]["count"] == (MAX_TOKENS - 1) * N
-    # The server's counters moved by exactly what its responses say it did, and nothing is left over.
+    # The server's counters moved by exactly what its responses say it did (the streams and the
+    # probes before them), and nothing is left over.
+    probes = [from_llama_cpp(answer) for answer in unstreamed_completions(tap)]
+    assert probes and all(t is not None and t.generated_tokens == 1 for t in probes)
+    sent = finals + probes
     delta = {name: after[name] - before.get(name, 0.0) for name in after}
-    assert delta["llamacpp:tokens_predicted_total"] == N * MAX_TOKENS
-    assert delta["llamacpp:prompt_tokens_total"] == sum(t.prompt_tokens - t.cached_tokens for t in finals)
-    assert delta["llamacpp:prompt_tokens_cached_total"] == sum(t.cached_tokens for t in finals)
+    assert delta["llamacpp:tokens_predicted_total"] == sum(t.generated_tokens for t in sent) == N * MAX_TOKENS + len(probes)
+    assert delta["llamacpp:prompt_tokens_total"] == sum(t.prompt_tokens - t.cached_tokens for t in sent)
+    assert delta["llamacpp:prompt_tokens_cached_total"] == sum(t.cached_tokens for t in sent)
     assert after["llamacpp:requests_processing"] == after["llamacpp:requests_deferred"] == 0
     # The per-request join: every request carried llama.cpp's timings, the record holds them as
     # the server sent them, and the client's TTFT exceeds the server's prompt time by a small

@@ -19,6 +19,7 @@ from netbench.sim import tokens as sim_tokens
 from netbench.sim.capacity import capacity as sim_capacity
 from netbench.sim.config import SimConfig
 from tests.cli import netbench
+from tests.host_noise import remeasured, within
 from tests.servers.sim import start_sim_server
 
 pytestmark = pytest.mark.integration
@@ -184,6 +185,7 @@ def test_a_sweep_over_prompt_lengths_answers_per_length(eos_url, tmp_path):
     assert len(rows) == 2  # asked for and counted by the server: the same
 
 
+@remeasured
 def test_capacity_finds_the_knee_within_one_step(tmp_path):
     """A slow server (20 ms steps, 4 seats): 17.7 requests/s of 20 prompt and 10 output tokens.
     Constant arrivals: below capacity no request waits for a seat, above it the queue (and TTFT
@@ -199,6 +201,8 @@ def test_capacity_finds_the_knee_within_one_step(tmp_path):
                           "--max-steps", "8", "--json", "--no-progress", "--plot", str(plot), timeout_s=400)  # fmt: skip
     assert result.code == 0, result.stderr
     found = result.json()
+    # a client-bound step is netbench saying its own host fell behind (CI: a busy box): measure again
+    within(found["limit"] != "client", found.get("note"))
     assert found["limit"] == "resolved"
     step = resolution * configured
     assert configured - step <= found["rate_rps"] <= configured + step
