@@ -216,3 +216,158 @@ def test_select_keeps_each_records_events_with_it():
     assert chosen["worker"].tolist() == [1, 2, 3]
     assert their_events["mark_us"].tolist() == [2, 3, 4, 5]
     assert event_owner(chosen).tolist() == [1, 2, 2, 2]
+
+
+def test_empty_records_mark_every_measurement_missing_and_count_nothing():
+    records = empty_records(1)
+    for name in records.dtype.names:
+        measured = name.endswith(("_us", "_tokens")) and name != "event_tokens"
+        unknown = measured or name in ("local_port", "syn_retries", "retransmits", "ooo_packets", "tls_handshake_bytes")
+        assert records[name][0] == (MISSING if unknown else 0), name
+    assert records["event_tokens"][0] == 0 and records["usage_prompt_tokens"][0] == MISSING
+    assert len(empty_events()) == 0 and empty_events(2)["server_sent_ns"].tolist() == [MISSING, MISSING]
+
+
+def test_every_phase_is_integer_microseconds():
+    records = _records(new_connection=[True, False], namelookup_mark_us=[3, 0], connect_mark_us=[50, 0],
+                       appconnect_mark_us=[0, 0], pretransfer_mark_us=[60, 5], posttransfer_mark_us=[61, 7],
+                       starttransfer_mark_us=[500, 400], first_token_mark_us=[700, 600], total_mark_us=[1_001, 1_001],
+                       tokens=[3, 3], events=[2, 1], events_kept=[2, 1], event_tokens=[3, 3], transfer_start_ns=[0, 0],
+                       tcp_min_rtt_us=[30, 20], handshake_rtt_us=[40, -1])  # fmt: skip
+    events = _events([(700, 1, 900_000), (1_001, 2, -1), (600, 3, 7)])
+    values = derive(records, events, open_loop=True).values_us
+    for name, column in values.items():
+        assert column.dtype == np.int64, name
+    without_events = derive(records, None).values_us
+    assert without_events["itl"].dtype == without_events["token_lag"].dtype == np.int64
+    assert values["tpot"].tolist() == [301 // 2, 401 // 2]  # floor division: whole µs
+    assert values["itl"].tolist() == [301 // 2, 301 // 2]
+    assert values["token_lag"].tolist() == [0, (600_000 - 7) // 1000]  # a stamp after the arrival is no negative lag
+
+
+def test_zero_marks_are_values_and_missing_marks_are_not():
+    """MISSING (-1) is what libcurl did not report; a 0 is a mark like any other (an IP address
+    resolves in 0 µs; a zero posttransfer or final status line before the one it follows ran
+    backwards and is clamped)."""
+    records = _records(
+        new_connection=[True, False, True],
+        namelookup_mark_us=[0, 0, 0],
+        connect_mark_us=[0, 0, 0],
+        appconnect_mark_us=[1, 0, 0],
+        pretransfer_mark_us=[5, 5, 5],
+        posttransfer_mark_us=[0, 7, 8],
+        starttransfer_mark_us=[300, 400, 500],
+        final_status_mark_us=[MISSING, MISSING, 0],
+        first_token_mark_us=[0, 450, MISSING],
+        first_content_mark_us=[MISSING, 0, MISSING],
+        total_mark_us=[900, 1_000, 1_100],
+        tokens=[2, 1, 0],
+        server_prompt_us=[MISSING, 0, 200],
+        tls_handshake_bytes=[0, MISSING, MISSING],
+        intended_start_us=[100, 10, 50],
+        start_us=[100, 20, 60],
+    )
+    values = derive(records, open_loop=True).values_us
+    assert values["dns"].tolist() == [0, MISSING, 0] and values["connect"].tolist() == [0, MISSING, 0]
+    assert values["tls"].tolist() == [1, MISSING, MISSING]
+    # a batch of one handshake reads as full, whatever its size
+    assert values["tls_full"].tolist() == [1, MISSING, MISSING] and values["tls_resumed"].tolist() == [MISSING] * 3
+    assert values["send"].tolist() == [0, 2, 3]
+    assert values["ttfb_uncorrected"].tolist() == [300, 400, 0] and values["wait"].tolist() == [300, 393, 0]
+    assert values["tpot"].tolist() == [900, MISSING, MISSING]
+    assert values["lag"].tolist() == [0, 10, 10]
+    assert values["ttft"].tolist() == [0, 460, MISSING] and values["ttft_content"].tolist() == [MISSING, 10, MISSING]
+    assert values["ttft_beyond_server"].tolist() == [MISSING, 450, MISSING]  # from the actual send, both known
+    assert derive(records).clamped == 2  # the posttransfer before pretransfer, the status line before posttransfer
+
+
+def test_each_kind_of_clamp_counts_once():
+    records = _records(
+        new_connection=[True, True, False, False, True],
+        namelookup_mark_us=[50, 10, 0, 0, 10],
+        connect_mark_us=[40, 60, 0, 0, 60],  # connect before DNS
+        appconnect_mark_us=[0, 55, 0, 0, 0],  # TLS before connect
+        pretransfer_mark_us=[70, 80, 30, 5, 70],
+        posttransfer_mark_us=[75, 85, 20, 6, 71],  # send backwards
+        starttransfer_mark_us=[100, 120, 90, 4, 100],  # wait backwards
+        total_mark_us=[200, 200, 200, 200, 200],
+    )
+    assert derive(records).clamped == 4
+    assert derive(records[[1]]).clamped == 1 and derive(records[[0]]).clamped == 1
+
+
+def test_tls_handshakes_are_told_apart_by_the_servers_flight():
+    records = _records(
+        new_connection=[True] * 6,
+        namelookup_mark_us=[1] * 6,
+        connect_mark_us=[10] * 6,
+        appconnect_mark_us=[900, 400, 500, 600, 0, 300],
+        pretransfer_mark_us=[1_000] * 6,
+        starttransfer_mark_us=[2_000] * 6,
+        total_mark_us=[3_000] * 6,
+        # a certificate chain; a resumption (below 60 % of it); exactly 60 % is no resumption;
+        # unknown; a small flight over plain HTTP, which has no TLS phase at all; a flight of 0 bytes
+        tls_handshake_bytes=[4_000, 500, 2_400, MISSING, 100, 0],
+    )
+    values = derive(records).values_us
+    assert values["tls"].tolist() == [890, 390, 490, 590, MISSING, 290]
+    assert values["tls_full"].tolist() == [890, MISSING, 490, MISSING, MISSING, MISSING]
+    assert values["tls_resumed"].tolist() == [MISSING, 390, MISSING, MISSING, MISSING, 290]
+
+
+def test_tpot_needs_two_tokens_and_divides_by_the_gaps_between_them():
+    records = _records(new_connection=[False] * 3, first_token_mark_us=[100, 100, 500], total_mark_us=[1_100, 100, 499],
+                       tokens=[2, 2, 3])  # fmt: skip
+    assert derive(records).values_us["tpot"].tolist() == [1_000, 0, 0]  # backwards marks: no negative TPOT
+
+
+def test_closed_loop_has_no_uncorrected_phases():
+    records = _records(new_connection=[False], pretransfer_mark_us=[1], starttransfer_mark_us=[10], total_mark_us=[20],
+                       first_token_mark_us=[15], intended_start_us=[0], start_us=[5])  # fmt: skip
+    closed = derive(records).values_us
+    assert [closed[f"{name}_uncorrected"][0] for name in ("ttfb", "ttft", "e2e")] == [MISSING] * 3
+    opened = derive(records, open_loop=True).values_us
+    assert [opened[f"{name}_uncorrected"][0] for name in ("ttfb", "ttft", "e2e")] == [10, 15, 20]
+
+
+def test_itl_starts_afresh_with_each_request_whatever_its_events():
+    # request 0 kept 3 events, request 1 one, request 2 none (the last): no gap crosses a request
+    records = _records(new_connection=[False] * 3, events=[3, 1, 0], events_kept=[3, 1, 0], event_tokens=[3, 1, 0],
+                       tokens=[3, 1, 0], transfer_start_ns=[0, 0, 0])  # fmt: skip
+    events = _events([(100, 1, -1), (100, 1, -1), (350, 1, -1), (9_000, 1, -1)])
+    assert derive(records, events).values_us["itl"].tolist() == [0, 250]  # two events in one µs: a gap of 0
+
+
+def test_one_event_still_gives_its_token_lag():
+    records = _records(new_connection=[False], events=[1], events_kept=[1], event_tokens=[1], tokens=[1],
+                       transfer_start_ns=[2_000_000])  # fmt: skip
+    values = derive(records, _events([(1_234, 1, 2_500_000)])).values_us
+    assert values["itl"].size == 0 and values["token_lag"].tolist() == [(2_000_000 + 1_234_000 - 2_500_000) // 1000]
+
+
+def test_itl_spread_over_two_events_divides_by_the_tokens_after_the_first():
+    # usage says 5 tokens over 2 events: the later event carried 4; by the stream's own counts 2
+    records = _records(new_connection=[False, False], events=[2, 3], events_kept=[2, 3], event_tokens=[2, 3],
+                       tokens=[5, 3], transfer_start_ns=[0, 0])  # fmt: skip
+    events = _events([(0, 1, -1), (1_000, 1, -1), (0, 1, -1), (1_000, 1, -1), (3_000, 1, -1)])
+    assert sorted(derive(records, events).values_us["itl"].tolist()) == [250, 1_000, 2_000]
+
+
+def test_itl_spread_at_one_token_an_event_is_the_gap_itself():
+    # usage 3, the stream's counts 2 (a token-less event counted as one): 1 token per later event
+    records = _records(new_connection=[False], events=[3], events_kept=[3], event_tokens=[2], tokens=[3], transfer_start_ns=[0])
+    events = _events([(0, 1, -1), (1_000, 1, -1), (3_001, 0, -1)])
+    assert derive(records, events).values_us["itl"].tolist() == [1_000, 2_001]
+
+
+def test_a_stamp_of_zero_is_a_stamp():
+    records = _records(new_connection=[False], events=[1], events_kept=[1], event_tokens=[1], tokens=[1], transfer_start_ns=[0])
+    assert derive(records, _events([(3, 1, 0)])).values_us["token_lag"].tolist() == [3]
+
+
+def test_an_event_that_carried_no_token_is_never_divided_by():
+    # continuous usage that did not grow: the event carried 0 tokens and gives no ITL sample
+    records = _records(new_connection=[False], events=[3], events_kept=[3], event_tokens=[2], tokens=[2], transfer_start_ns=[0])
+    events = _events([(0, 1, -1), (400, 0, -1), (1_000, 1, -1)])
+    with np.errstate(all="raise"):
+        assert derive(records, events).values_us["itl"].tolist() == [600]

@@ -5,6 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import netbench.sse
 from netbench.sse import MAX_EVENT_BYTES, Event, EventKind, SSEParser, interpret
 
 BOM = b"\xef\xbb\xbf"
@@ -288,3 +289,15 @@ def test_an_error_objects_words_are_its_message_then_detail_then_type():
     assert interpret(b'{"error": "", "choices": []}') == Event(EventKind.OTHER)
     # an error event whose data is not UTF-8 still says what it can
     assert interpret(b"\xffengine\xfe", b"error") == Event(EventKind.ERROR, message="\ufffdengine\ufffd")
+
+
+def test_an_object_too_deep_to_walk_after_it_parsed_is_malformed(monkeypatch):
+    """json.loads may accept nesting that walking the object then overflows (an error object
+    with no message is re-encoded for its words, one frame deeper): that event is malformed
+    too. Where the stack runs out depends on the caller, so the overflow is forced here."""
+
+    def overflow(body):
+        raise RecursionError
+
+    monkeypatch.setattr(netbench.sse, "_interpret_object", overflow)
+    assert interpret(b'{"error": {"a": {"b": 1}}}') == Event(EventKind.MALFORMED, message="nested too deeply")
