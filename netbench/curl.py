@@ -655,7 +655,8 @@ class Transfer:
 
     def server_timings(self) -> ServerTimings | None:
         """What the server said it spent on this request: llama.cpp's `timings` in the stream
-        or body, else TGI's or W3C Server-Timing headers."""
+        (the only body parsed: health, models and GET carry none), else TGI's or W3C
+        Server-Timing headers."""
         said = from_llama_cpp(self.last_timings) if self.last_timings is not None else None
         if said is None and self.headers:
             said = from_headers(header_pairs(b"".join(self.headers)))
