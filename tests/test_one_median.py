@@ -45,6 +45,11 @@ def test_a_phase_has_one_median_in_the_table_the_json_the_significance_lines_and
     assert (effect["median_a"], effect["median_b"], effect["diff"]) == (ttft, ttft8, ttft8 - ttft)
     assert report["analysis"]["ttft_vs_http"]["ttft_us"] == ttft and report["analysis"]["ttft_vs_http"]["overhead_us"] == wall
     assert csv_row(stream)["ttft_p50_ms"] == ttft / 1000
+    # the throughput, as the JSON has it
+    throughput = json.loads(jsonout.render_json([stream]))["throughput"]
+    assert throughput["output_tokens_per_s"] > 0 and csv_row(stream)["output_tokens_per_s"] == throughput["output_tokens_per_s"]
+    assert csv_row(health)["output_tokens_per_s"] == ""  # no tokens in a health check
+    assert "goodput_rps" not in throughput and csv_row(stream)["goodput_rps"] == ""  # no --slo, no goodput
 
     # the Markdown report: the runs table, the significance line, the rule of thumb
     text = markdown.render_markdown(analysis)

@@ -28,6 +28,9 @@ COLUMNS: tuple[str, ...] = (
     "errors",
     "achieved_rps",
     "tokens_per_request",
+    "output_tokens_per_s",
+    "prompt_tokens_per_s",
+    "goodput_rps",
     "connections_new",
     "connections_reused",
     "interrupted",
@@ -40,6 +43,11 @@ class CsvColumnsError(InputError):
 
     def __init__(self, path: Path) -> None:
         super().__init__("csv", str(path), "the file has other columns than this netbench writes; choose another file")
+
+
+def _rounded(value: float | None, digits: int) -> float | str:
+    """As the JSON output rounds it; empty where the run has no such number."""
+    return "" if value is None else round(value, digits)
 
 
 def csv_row(s: RunSummary) -> dict[str, object]:
@@ -57,7 +65,10 @@ def csv_row(s: RunSummary) -> dict[str, object]:
         error_rate=round(s.error_rate, 6),
         errors=" ".join(f"{outcome.key}={count}" for outcome, count in s.errors.items()),
         achieved_rps=round(s.achieved_rps, 2),
-        tokens_per_request="" if s.tokens_per_request is None else round(s.tokens_per_request, 2),
+        tokens_per_request=_rounded(s.tokens_per_request, 2),
+        output_tokens_per_s=_rounded(s.throughput.output_tokens_per_s, 2),
+        prompt_tokens_per_s=_rounded(s.throughput.prompt_tokens_per_s, 2),
+        goodput_rps=_rounded(s.throughput.goodput_rps, 3),
         connections_new=s.connections.new,
         connections_reused=s.connections.reused,
         interrupted=s.interrupted,
