@@ -42,6 +42,7 @@ fi
 
 runs="$OUT/runs/$REPORT_NAME"
 rm -rf "$runs"
+mkdir -p "$runs"  # netbench writes into folders that exist; it creates none
 # shellcheck disable=SC2086  # SWEEP_ARGS is a list of extra flags
 "$NETBENCH" sweep --url "$URL" --mode health,completions --concurrency 1,4,8 --n 32 --warmup 8 \
     --csv "$OUT/network_latency_bench.csv" -o "$runs/" --no-progress $SWEEP_ARGS
