@@ -55,5 +55,9 @@ if [ -z "$url" ]; then
 fi
 echo "bench-slm: llama-server ($server) with SmolLM2-135M-Instruct at $url"
 # 1024 tokens of context per slot (-c 4096 over 4 slots): the prompt-length sweep stays below it.
+# llama-server closes each stream's connection after advertising Keep-Alive: a request libcurl
+# has already sent on it can meet a reset before any response, which netbench counts as a failed
+# request (the server may have received it). The tables and the report show those; up to 10 %
+# of them does not fail the bench.
 REPORT_NAME=network_latency_bench_slm INPUT_TOKENS="${INPUT_TOKENS:-16,256,768}" \
-    bash "$HERE/bench.sh" "$url"
+    SWEEP_ARGS="${SWEEP_ARGS:---max-error-rate 0.1}" bash "$HERE/bench.sh" "$url"
