@@ -23,6 +23,7 @@ from netbench.curl import fetch
 from netbench.spec import RunSpec
 from netbench.workloads import Request
 from tests.cli import Completed, invoke, netbench
+from tests.host_noise import remeasured, within
 from tests.servers.faults import FaultServer
 from tests.servers.sim import start_sim_server
 from tests.servers.truth import TruthServer
@@ -253,14 +254,22 @@ def test_markup_in_the_url_path_and_the_model_id_is_printed_not_parsed(fault_ser
 # --- the client-bound verdict -------------------------------------------------------------------------
 
 
+# A client-bound verdict is a measurement of the client's host: a busy one can be late for real,
+# so a verdict where none is due is measured again (tests/host_noise.py); a false alarm the code
+# raises (as a slow server once did) is raised every time and still fails.
+
+
+@remeasured
 def test_idle_and_instant_runs_are_not_client_bound(sim_url: str) -> None:
     for args in (["--mode", "completions", "--n", "1", "--concurrency", "1000"], ["--mode", "health", "--n", "2"]):
         result = invoke("run", "--url", sim_url, *args, "--json", "--no-progress")
         assert result.code == ExitStatus.OK, result.stderr
         summary = strict_json(result.stdout)
-        assert summary["client_bound"] is False and summary["client_bound_reasons"] == [], summary["client_bound_reasons"]
+        assert summary["client_bound"] is bool(summary["client_bound_reasons"])
+        within(summary["client_bound"] is False, summary["client_bound_reasons"])
 
 
+@remeasured
 def test_a_slow_server_is_no_late_client() -> None:
     """Responses 40 ms after each request, slower than the loop's 20 ms wait: the connections'
     last data is the previous response's, which the loop read on time."""
@@ -269,7 +278,7 @@ def test_a_slow_server_is_no_late_client() -> None:
         result = invoke("run", "--url", url, "--mode", "completions", "--concurrency", "8", "--n", "80", "--json", "--no-progress")
     assert result.code == ExitStatus.OK, result.stderr
     summary = strict_json(result.stdout)
-    assert summary["client_bound"] is False, summary["client_bound_reasons"]
+    within(summary["client_bound"] is False, summary["client_bound_reasons"])
 
 
 def _workers_of(pid: int) -> list[int]:
@@ -297,6 +306,7 @@ def run_with_a_stopped_worker(url: str, served, after: int, *args: str, stops: i
     return strict_json(stdout)
 
 
+@remeasured
 def test_a_stopped_worker_reads_its_input_late_and_the_run_is_client_bound() -> None:
     """Responses that arrive while the worker is stopped wait in the kernel: their wait is
     seen (TCP_INFO), whatever the server, which stamps nothing here. (A stop that falls inside
@@ -308,7 +318,8 @@ def test_a_stopped_worker_reads_its_input_late_and_the_run_is_client_bound() -> 
     assert summary["client_bound"] is True, summary["client_bound_reasons"]
     [reason] = [r for r in summary["client_bound_reasons"] if "read input late" in r]
     late = int(reason.split(": ")[1].split(" of ")[0])
-    assert 4 <= late <= 32, reason  # the 8 in flight at each stop, give or take a batch
+    assert late >= 4, reason  # the 8 in flight at each stop, give or take a batch
+    within(late <= 32, reason)  # and no more, unless the host stalled the worker besides
     assert int(reason.rsplit("up to ", 1)[1].split(" ms")[0]) >= 100
 
 
