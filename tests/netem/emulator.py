@@ -16,8 +16,10 @@ are serialised only when no departure is due within LOG_SLACK_NS, a few at a tim
 Control (one JSON object per line on stdin, one reply per line on stdout):
   {"op": "configure", "config": {...}}  -> {"ok": true, "at_ns": T}: applies to packets read
                                            after T (time.monotonic_ns()), re-seeds, resets rules
-  {"op": "flush"}                       -> {"ok": true, "logged": N, "in_flight": K}: every
-                                           finished packet is in the log file when it answers
+  {"op": "flush"}                       -> {"ok": true, "logged": N, "unlogged": U, "in_flight": K}:
+                                           logs finished packets while no departure is near and
+                                           no packet waits to be read (U: those left; ask again)
+  {"op": "flush", "force": true}        -> the same, every finished packet logged whatever is due
 A failure after the ready line is answered {"ok": false, "error": ...} before the exit.
 """
 
@@ -165,16 +167,9 @@ class Emulator:
     def forward(self, read_fds: list[int]) -> None:
         while not self.stopping:
             deadline = self.depart_due(time.monotonic_ns())
+            self.log_while_idle()
             wait_ns = None if deadline is None else deadline - time.monotonic_ns()
-            relaxed = wait_ns is None or wait_ns > LOG_SLACK_NS
-            if self.finished and relaxed:
-                self.write_log(LOG_CHUNK)
-            if self.finished and relaxed:
-                timeout_s: float | None = 0.0
-            elif wait_ns is None:
-                timeout_s = None
-            else:
-                timeout_s = max(0.0, (wait_ns - self.spin_ns) / 1e9)
+            timeout_s = None if wait_ns is None else max(0.0, (wait_ns - self.spin_ns) / 1e9)
             for fd in select.select(read_fds, [], [], timeout_s)[0]:
                 if fd in self.lanes:
                     self.read_packets(fd)
@@ -252,6 +247,17 @@ class Emulator:
             if select.select(list(self.lanes), [], [], 0)[0]:
                 return deadline
 
+    def log_while_idle(self) -> None:
+        """Log finished packets, a chunk at a time, while no departure is due within
+        LOG_SLACK_NS and no packet waits to be read: serialising them must delay neither."""
+        while self.finished:
+            deadline = self.next_departure()
+            if deadline is not None and deadline - time.monotonic_ns() <= LOG_SLACK_NS:
+                return
+            if select.select(list(self.lanes), [], [], 0)[0]:
+                return
+            self.write_log(LOG_CHUNK)
+
     def write_log(self, limit: int | None = None) -> None:
         batch = self.finished[:limit] if limit else self.finished
         if batch:
@@ -278,8 +284,11 @@ class Emulator:
             self.configure(LineConfig.from_json(message["config"]))
             reply(ok=True, at_ns=time.monotonic_ns())
         elif op == "flush":
-            self.write_log()
-            reply(ok=True, logged=self.logged,
+            if message.get("force"):
+                self.write_log()
+            else:
+                self.log_while_idle()
+            reply(ok=True, logged=self.logged, unlogged=len(self.finished),
                   in_flight=sum(len(lane.queue) for lane in self.lanes.values()))
         else:
             reply(ok=False, error=f"unknown op {op!r}")

@@ -195,8 +195,13 @@ class DelayLine:
         longest_s = max((link.one_way_ms + link.jitter_ms) / 1000
                         for link in (self.config.c2s, self.config.s2c))
         deadline = time.monotonic() + longest_s + SETTLE_MARGIN_S
-        while self._request({"op": "flush"})["in_flight"] and settle and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            state = self._request({"op": "flush"})  # logs only where no departure is near
+            if not state["unlogged"] and not (settle and state["in_flight"]):
+                break
             time.sleep(0.002)
+        else:
+            self._request({"op": "flush", "force": True})
         return self._reader.read()
 
     def connections(self) -> list[TcpConnection]:
