@@ -119,28 +119,29 @@ def tap(slm_server: SlmServer) -> Iterator[Tap]:
         relay.stop()
 
 
-def streams(tap: Tap) -> list[list[dict]]:
-    """The decoded SSE events ([DONE] left out) of every streamed response the server sent
-    through the tap, in the order the connections were accepted."""
-    found = []
+def bodies(tap: Tap, content_type: str) -> Iterator[bytes]:
+    """The body of every response of this content type the server sent through the tap, in the
+    order the connections were accepted."""
     for received in tap.received:
         for headers, body in responses(bytes(received)):
-            if headers.get("content-type", "").startswith("text/event-stream"):
-                events = sse_events(body)
-                assert events[-1] == b"[DONE]"
-                found.append([json.loads(event) for event in events[:-1]])
+            if headers.get("content-type", "").startswith(content_type):
+                yield body
+
+
+def streams(tap: Tap) -> list[list[dict]]:
+    """The decoded SSE events ([DONE] left out) of every streamed response."""
+    found = []
+    for body in bodies(tap, "text/event-stream"):
+        events = sse_events(body)
+        assert events[-1] == b"[DONE]"
+        found.append([json.loads(event) for event in events[:-1]])
     return found
 
 
 def unstreamed_completions(tap: Tap) -> list[dict]:
-    """Every JSON (not streamed) completion the server sent through the tap: the probes netbench
-    sends before the load (which output-length fields the server takes)."""
-    found = []
-    for received in tap.received:
-        for headers, body in responses(bytes(received)):
-            if headers.get("content-type", "").startswith("application/json") and "usage" in (answer := json.loads(body)):
-                found.append(answer)
-    return found
+    """Every JSON (not streamed) completion: the probes netbench sends before the load (which
+    output-length fields the server takes)."""
+    return [answer for body in bodies(tap, "application/json") if "usage" in (answer := json.loads(body))]
 
 
 def scrape_counters(base_url: str) -> dict[str, float]:
