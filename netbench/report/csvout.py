@@ -11,6 +11,7 @@ from pathlib import Path
 
 from netbench.errors import InputError
 from netbench.phases import PHASE_NAMES
+from netbench.serial import plain
 from netbench.summary import HEADLINE_KEYS, RunSummary
 
 _PERCENTILE_KEYS = ("p50", "p95", "p99")
@@ -45,14 +46,10 @@ class CsvColumnsError(InputError):
         super().__init__("csv", str(path), "the file has other columns than this netbench writes; choose another file")
 
 
-def _rounded(value: float | None, digits: int) -> float | str:
-    """As the JSON output rounds it; empty where the run has no such number."""
-    return "" if value is None else round(value, digits)
-
-
 def csv_row(s: RunSummary) -> dict[str, object]:
     notes = ["interrupted", *s.notes] if s.interrupted else list(s.notes)
     row: dict[str, object] = {key: getattr(s, key) for key in HEADLINE_KEYS}
+    throughput = plain(s.throughput)  # rounded as the JSON output has it
     row.update(
         notes="; ".join(notes),
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(s.started_at_s)),
@@ -65,10 +62,10 @@ def csv_row(s: RunSummary) -> dict[str, object]:
         error_rate=round(s.error_rate, 6),
         errors=" ".join(f"{outcome.key}={count}" for outcome, count in s.errors.items()),
         achieved_rps=round(s.achieved_rps, 2),
-        tokens_per_request=_rounded(s.tokens_per_request, 2),
-        output_tokens_per_s=_rounded(s.throughput.output_tokens_per_s, 2),
-        prompt_tokens_per_s=_rounded(s.throughput.prompt_tokens_per_s, 2),
-        goodput_rps=_rounded(s.throughput.goodput_rps, 3),
+        tokens_per_request="" if s.tokens_per_request is None else round(s.tokens_per_request, 2),
+        output_tokens_per_s=throughput["output_tokens_per_s"],
+        prompt_tokens_per_s=throughput["prompt_tokens_per_s"],
+        goodput_rps=throughput.get("goodput_rps"),  # omitted without a per-request --slo gate
         connections_new=s.connections.new,
         connections_reused=s.connections.reused,
         interrupted=s.interrupted,
